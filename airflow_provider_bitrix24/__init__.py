@@ -1,0 +1,5 @@
+"""Apache Airflow provider for Bitrix24 Open Lines."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,66 @@
+"""
+A Bitrix24 REST client with no Airflow dependency.
+
+``Bitrix24Client`` (sync, ``requests``) and ``AsyncBitrix24Client`` (asyncio, ``httpx``) share one core:
+request building, envelope parsing, error mapping, pacing to the portal's limits, retries, OAuth refresh,
+batching and paging.
+"""
+
+from __future__ import annotations
+
+from airflow_provider_bitrix24.client.aio import AsyncBitrix24Client
+from airflow_provider_bitrix24.client.config import (
+    OAuthCredentials,
+    PortalConfig,
+    RateLimit,
+    WebhookAuth,
+    parse_connection,
+)
+from airflow_provider_bitrix24.client.core import BATCH_LIMIT, BatchItem, Envelope
+from airflow_provider_bitrix24.client.errors import (
+    Bitrix24ApiError,
+    Bitrix24AuthError,
+    Bitrix24ConfigError,
+    Bitrix24Error,
+    Bitrix24MethodError,
+    Bitrix24OperationTimeLimitError,
+    Bitrix24PermissionError,
+    Bitrix24RateLimitError,
+    Bitrix24RequestError,
+    Bitrix24ResponseError,
+    Bitrix24ServerError,
+    Bitrix24TokenExpiredError,
+    Bitrix24TransportError,
+)
+from airflow_provider_bitrix24.client.oauth import TokenPair, TokenStore
+from airflow_provider_bitrix24.client.retry import RetryPolicy
+from airflow_provider_bitrix24.client.sync import Bitrix24Client
+
+__all__ = [
+    "BATCH_LIMIT",
+    "AsyncBitrix24Client",
+    "BatchItem",
+    "Bitrix24ApiError",
+    "Bitrix24AuthError",
+    "Bitrix24Client",
+    "Bitrix24ConfigError",
+    "Bitrix24Error",
+    "Bitrix24MethodError",
+    "Bitrix24OperationTimeLimitError",
+    "Bitrix24PermissionError",
+    "Bitrix24RateLimitError",
+    "Bitrix24RequestError",
+    "Bitrix24ResponseError",
+    "Bitrix24ServerError",
+    "Bitrix24TokenExpiredError",
+    "Bitrix24TransportError",
+    "Envelope",
+    "OAuthCredentials",
+    "PortalConfig",
+    "RateLimit",
+    "RetryPolicy",
+    "TokenPair",
+    "TokenStore",
+    "WebhookAuth",
+    "parse_connection",
+]

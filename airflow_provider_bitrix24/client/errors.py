@@ -1,0 +1,200 @@
+"""
+Exceptions raised by the Bitrix24 REST client.
+
+Every exception carries the Bitrix24 error code, its description, the HTTP status and the REST method, and
+nothing else: never the request URL, the webhook code or a token. ``str(exc)`` starts with the code so that a
+log reader sees it at once, e.g. ``QUERY_LIMIT_EXCEEDED: Too many requests (HTTP 503, method batch)``.
+
+Errors are mapped by their ``error`` code (see :data:`ERROR_CODES`), never by message text; the HTTP status
+is only used when the body carries no code at all.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+
+class Bitrix24Error(Exception):
+    """
+    Base class for every error of the Bitrix24 client.
+
+    :param code: Bitrix24 ``error`` code, or a client-side code such as ``TIMEOUT``.
+    :param description: Human-readable description (the portal's ``error_description``).
+    :param status: HTTP status of the answer, ``None`` when no answer arrived.
+    :param method: REST method that was called.
+    """
+
+    #: Whether repeating the same call later may succeed.
+    retryable: bool = False
+
+    def __init__(
+        self,
+        code: str,
+        description: str = "",
+        *,
+        status: int | None = None,
+        method: str | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        self.code = code
+        self.description = description
+        self.status = status
+        self.method = method
+        if retryable is not None:
+            self.retryable = retryable
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        where = []
+        if self.status is not None:
+            where.append(f"HTTP {self.status}")
+        if self.method:
+            where.append(f"method {self.method}")
+        text = f"{self.code}: {self.description}" if self.description else self.code
+        return f"{text} ({', '.join(where)})" if where else text
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Rebuild from the fields (the default would pass the formatted message as ``code``).
+        args = (type(self), self.code, self.description, self.status, self.method, self.retryable)
+        return (_rebuild, args, self.__dict__)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(code={self.code!r}, status={self.status!r}, method={self.method!r}, "
+            f"retryable={self.retryable!r})"
+        )
+
+
+def _rebuild(
+    cls: type[Bitrix24Error],
+    code: str,
+    description: str,
+    status: int | None,
+    method: str | None,
+    retryable: bool,
+) -> Bitrix24Error:
+    err = cls.__new__(cls)
+    Bitrix24Error.__init__(err, code, description, status=status, method=method, retryable=retryable)
+    return err
+
+
+class Bitrix24ConfigError(Bitrix24Error, ValueError):
+    """The connection settings are malformed; raised before any request is sent."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        super().__init__("INVALID_CONNECTION", f"{field}: {problem}")
+
+
+class Bitrix24TransportError(Bitrix24Error):
+    """No usable answer arrived: connection refused or reset, DNS failure, timeout."""
+
+    retryable = True
+
+
+class Bitrix24ResponseError(Bitrix24Error):
+    """The answer is not a Bitrix24 envelope (proxy HTML page, empty or truncated JSON, too large)."""
+
+
+class Bitrix24ApiError(Bitrix24Error):
+    """The portal answered with ``{"error": ..., "error_description": ...}``."""
+
+
+class Bitrix24AuthError(Bitrix24ApiError):
+    """The credential is missing, wrong, revoked, or the OAuth server refused it."""
+
+
+class Bitrix24TokenExpiredError(Bitrix24AuthError):
+    """The OAuth access token expired (``expired_token``); the client refreshes it and repeats the call."""
+
+
+class Bitrix24PermissionError(Bitrix24ApiError):
+    """The credential is valid but lacks a scope, a plan feature or a right."""
+
+
+class Bitrix24RateLimitError(Bitrix24ApiError):
+    """The portal's request-rate limit was hit (``QUERY_LIMIT_EXCEEDED``)."""
+
+    retryable = True
+
+
+class Bitrix24OperationTimeLimitError(Bitrix24ApiError):
+    """
+    The method is blocked by the portal's per-method operating-time limit (``OPERATION_TIME_LIMIT``).
+
+    :param unblocks_at: Unix time at which the method is expected to be callable again, when known.
+    """
+
+    retryable = True
+    unblocks_at: float | None = None
+
+
+class Bitrix24ServerError(Bitrix24ApiError):
+    """The portal reported a server-side failure."""
+
+
+class Bitrix24RequestError(Bitrix24ApiError):
+    """The request itself is wrong: unknown method, batch misuse, HTTPS required, bad parameters."""
+
+
+class Bitrix24MethodError(Bitrix24ApiError):
+    """A method-level error, such as ``CHAT_ID`` or ``CANT_SAVE_QUICK_ANSWER``; permanent."""
+
+
+#: Every documented error code: the exception class it maps to and whether a retry may help.
+#: Codes are matched case-sensitively first, then upper-cased (the portal mixes cases).
+ERROR_CODES: Final[dict[str, tuple[type[Bitrix24ApiError], bool]]] = {
+    # Rate and operating limits.
+    "QUERY_LIMIT_EXCEEDED": (Bitrix24RateLimitError, True),
+    "OPERATION_TIME_LIMIT": (Bitrix24OperationTimeLimitError, True),
+    # Server-side failures.
+    "INTERNAL_SERVER_ERROR": (Bitrix24ServerError, True),
+    "ERROR_UNEXPECTED_ANSWER": (Bitrix24ServerError, True),
+    "CONNECTION_ERROR": (Bitrix24ServerError, True),
+    "OVERLOAD_LIMIT": (Bitrix24ServerError, False),
+    "PORTAL_DELETED": (Bitrix24ServerError, False),
+    # Authentication.
+    "NO_AUTH_FOUND": (Bitrix24AuthError, False),
+    "INVALID_CREDENTIALS": (Bitrix24AuthError, False),
+    "invalid_token": (Bitrix24AuthError, False),
+    "expired_token": (Bitrix24TokenExpiredError, False),
+    "authorization_error": (Bitrix24AuthError, False),
+    "APPLICATION_NOT_FOUND": (Bitrix24AuthError, False),
+    "METHOD_CONFIRM_WAITING": (Bitrix24AuthError, False),
+    "invalid_grant": (Bitrix24AuthError, False),
+    "invalid_client": (Bitrix24AuthError, False),
+    "invalid_request": (Bitrix24AuthError, False),
+    "invalid_scope": (Bitrix24AuthError, False),
+    "PAYMENT_REQUIRED": (Bitrix24AuthError, False),
+    # Permissions, scopes, plans.
+    "insufficient_scope": (Bitrix24PermissionError, False),
+    "ACCESS_DENIED": (Bitrix24PermissionError, False),
+    "ACCESS_ERROR": (Bitrix24PermissionError, False),
+    "user_access_error": (Bitrix24PermissionError, False),
+    "WRONG_AUTH_TYPE": (Bitrix24PermissionError, False),
+    "METHOD_CONFIRM_DENIED": (Bitrix24PermissionError, False),
+    # Malformed requests.
+    "INVALID_REQUEST": (Bitrix24RequestError, False),
+    "ERROR_METHOD_NOT_FOUND": (Bitrix24RequestError, False),
+    "ERROR_BATCH_METHOD_NOT_ALLOWED": (Bitrix24RequestError, False),
+    "ERROR_BATCH_LENGTH_EXCEEDED": (Bitrix24RequestError, False),
+    "ERROR_MANIFEST_IS_NOT_AVAILABLE": (Bitrix24RequestError, False),
+    "ERROR_ARGUMENT": (Bitrix24RequestError, False),
+    "ERROR_CORE": (Bitrix24RequestError, False),
+    "ERROR_NOT_FOUND": (Bitrix24RequestError, False),
+    "WRONG_ENCODING": (Bitrix24RequestError, False),
+}
+
+#: HTTP statuses that mean "a gateway or the portal is briefly unavailable" when the body is not an envelope.
+TRANSIENT_HTTP_STATUSES: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def error_from_payload(
+    code: str, description: str, *, status: int | None, method: str | None, unblocks_at: float | None = None
+) -> Bitrix24ApiError:
+    """Build the exception for an ``{"error": code, "error_description": description}`` answer."""
+    cls, retryable = ERROR_CODES.get(code) or ERROR_CODES.get(code.upper()) or (Bitrix24MethodError, False)
+    err = cls(code, description, status=status, method=method, retryable=retryable)
+    if isinstance(err, Bitrix24OperationTimeLimitError):
+        err.unblocks_at = unblocks_at
+    return err

@@ -1,0 +1,57 @@
+"""
+When to repeat a failed call, and after how long.
+
+Only transient failures are retried (:attr:`Bitrix24Error.retryable`): the rate limit, the operating-time limit,
+the portal's ``INTERNAL_SERVER_ERROR`` / ``ERROR_UNEXPECTED_ANSWER``, gateway pages without JSON, connection
+errors and timeouts. The delay grows exponentially with full jitter and is capped; the sum of all waits of one
+call is bounded, after which the error is raised and the caller (for Airflow: the task's own ``retries``) takes
+over. An ``OPERATION_TIME_LIMIT`` is waited out until the portal's reset when that fits the budget.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from airflow_provider_bitrix24.client.errors import Bitrix24Error, Bitrix24OperationTimeLimitError
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """
+    Capped exponential backoff with jitter and a bounded total wait.
+
+    :param max_retries: Retries after the first attempt.
+    :param base_delay: Delay before the first retry, in seconds (before jitter).
+    :param max_delay: Cap of a single delay.
+    :param max_total_wait: Cap of the sum of all delays of one call.
+    :param jitter: Fraction of each delay that is randomised (0 = none, 1 = full jitter).
+    """
+
+    max_retries: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    max_total_wait: float = 120.0
+    jitter: float = 0.5
+    random: Callable[[], float] = field(default=random.random, repr=False, compare=False)
+    clock: Callable[[], float] = field(default=time.time, repr=False, compare=False)
+
+    def delay(self, error: Bitrix24Error, attempt: int, waited: float) -> float | None:
+        """
+        Seconds to wait before retry number ``attempt + 1``, or ``None`` to give up and raise ``error``.
+
+        :param error: The failure of attempt number ``attempt`` (0-based).
+        :param waited: Seconds already spent waiting between the earlier attempts of this call.
+        """
+        if not error.retryable or attempt >= self.max_retries:
+            return None
+        if isinstance(error, Bitrix24OperationTimeLimitError) and error.unblocks_at is not None:
+            pause = max(0.0, error.unblocks_at - self.clock()) + 1.0
+        else:
+            backoff = min(self.max_delay, self.base_delay * (2**attempt))
+            pause = backoff * (1.0 - self.jitter) + backoff * self.jitter * self.random()
+        if waited + pause > self.max_total_wait:
+            return None
+        return pause

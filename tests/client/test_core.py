@@ -1,0 +1,135 @@
+"""Narrow unit tests of the transport-free core: envelope parsing, encoding, pacing and retry decisions."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+
+from airflow_provider_bitrix24.client.config import RateLimit
+from airflow_provider_bitrix24.client.core import HttpResponse, parse_response, php_query
+from airflow_provider_bitrix24.client.errors import (
+    Bitrix24ApiError,
+    Bitrix24MethodError,
+    Bitrix24OperationTimeLimitError,
+    Bitrix24RateLimitError,
+    Bitrix24ResponseError,
+    Bitrix24TransportError,
+    error_from_payload,
+)
+from airflow_provider_bitrix24.client.limits import RATE_SAFETY, LeakyBucket, OperatingTracker
+from airflow_provider_bitrix24.client.retry import RetryPolicy
+
+
+def _response(status: int, body: object, content_type: str = "application/json") -> HttpResponse:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return HttpResponse(status, raw, {"content-type": content_type})
+
+
+def test_envelope_keeps_result_time_next_and_total():
+    env = parse_response(_response(200, {"result": [1], "next": 50, "total": 120, "time": {"operating": 1.5}}), "m")
+    assert (env.result, env.next, env.total, env.time["operating"]) == ([1], 50, 120, 1.5)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "code", "retryable"),
+    [
+        (502, b"<html><body>Bad Gateway</body></html>", "INVALID_RESPONSE", True),
+        (503, b"", "EMPTY_RESPONSE", True),
+        (200, b"", "EMPTY_RESPONSE", False),
+        (200, b'{"result": [1, 2', "INVALID_RESPONSE", False),
+        (200, b"[1, 2]", "INVALID_RESPONSE", False),
+        (200, b'{"total": 3}', "INVALID_RESPONSE", False),
+        (504, b'{"nothing": true}', "INVALID_RESPONSE", True),
+    ],
+)
+def test_bodies_that_are_not_the_envelope_raise_a_clear_error(status, body, code, retryable):
+    with pytest.raises(Bitrix24ResponseError) as info:
+        parse_response(_response(status, body, "text/html"), "profile")
+    err = info.value
+    assert (err.code, err.status, err.retryable, err.method) == (code, status, retryable, "profile")
+    assert str(err).startswith(code)
+    assert f"HTTP {status}" in str(err)
+
+
+def test_error_body_maps_by_code_not_status():
+    with pytest.raises(Bitrix24RateLimitError) as info:
+        parse_response(_response(429, {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many"}), "batch")
+    assert info.value.retryable
+    assert str(info.value) == "QUERY_LIMIT_EXCEEDED: Too many (HTTP 429, method batch)"
+
+
+def test_unknown_error_code_is_a_permanent_method_error():
+    err = error_from_payload("CANT_SAVE_QUICK_ANSWER", "Error saving", status=400, method="imopenlines.message.quick.save")
+    assert isinstance(err, Bitrix24MethodError)
+    assert not err.retryable
+
+
+def test_operation_time_limit_carries_the_known_reset():
+    tracker = OperatingTracker()
+    tracker.record("crm.deal.list", {"operating": 481.0, "operating_reset_at": 1_900_000_000})
+    with pytest.raises(Bitrix24OperationTimeLimitError) as info:
+        parse_response(_response(429, {"error": "OPERATION_TIME_LIMIT", "error_description": "x"}), "crm.deal.list", tracker)
+    assert info.value.unblocks_at == 1_900_000_000
+
+
+def test_errors_survive_pickling_with_their_fields():
+    err = error_from_payload("ACCESS_DENIED", "nope", status=403, method="x")
+    clone = pickle.loads(pickle.dumps(err))
+    assert (type(clone), clone.code, clone.status, clone.method, str(clone)) == (
+        type(err), "ACCESS_DENIED", 403, "x", str(err)
+    )
+    assert isinstance(clone, Bitrix24ApiError)
+
+
+def test_php_query_encodes_nested_parameters():
+    assert php_query({"CHAT_ID": 5, "FILTER": {">ID": 7}, "SELECT": ["ID", "NAME"], "FLAG": True}) == (
+        "CHAT_ID=5&FILTER%5B%3EID%5D=7&SELECT%5B0%5D=ID&SELECT%5B1%5D=NAME&FLAG=Y"
+    )
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_bucket_allows_the_burst_then_paces_at_the_drain_rate():
+    clock = FakeClock()
+    bucket = LeakyBucket(RateLimit(burst=5, per_second=2.0), clock=clock)
+    assert [bucket.reserve() for _ in range(5)] == [0.0] * 5
+    waits = [bucket.reserve() for _ in range(3)]
+    rate = 2.0 * RATE_SAFETY
+    assert waits == pytest.approx([1 / rate, 2 / rate, 3 / rate])
+    clock.now += 10
+    assert bucket.reserve() == 0.0
+
+
+def test_bucket_assumes_full_after_a_rejection():
+    clock = FakeClock()
+    bucket = LeakyBucket(RateLimit(burst=5, per_second=2.0), clock=clock)
+    bucket.note_rejected()
+    assert bucket.reserve() > 0
+
+
+def test_retry_policy_backs_off_exponentially_within_caps():
+    policy = RetryPolicy(max_retries=4, base_delay=1.0, max_delay=3.0, max_total_wait=100, jitter=0.0)
+    err = Bitrix24TransportError("TIMEOUT", "x")
+    assert [policy.delay(err, attempt, 0) for attempt in range(5)] == [1.0, 2.0, 3.0, 3.0, None]
+
+
+def test_retry_policy_never_retries_permanent_errors_and_bounds_total_wait():
+    policy = RetryPolicy(max_retries=10, base_delay=1.0, jitter=0.0, max_total_wait=5.0)
+    assert policy.delay(error_from_payload("ACCESS_DENIED", "", status=403, method="m"), 0, 0) is None
+    assert policy.delay(Bitrix24TransportError("TIMEOUT", ""), 0, 4.5) is None
+
+
+def test_retry_policy_waits_for_the_operating_reset_when_it_fits():
+    policy = RetryPolicy(max_total_wait=60, clock=lambda: 1000.0)
+    err = error_from_payload("OPERATION_TIME_LIMIT", "", status=429, method="m", unblocks_at=1030.0)
+    assert policy.delay(err, 0, 0) == pytest.approx(31.0)
+    err_far = error_from_payload("OPERATION_TIME_LIMIT", "", status=429, method="m", unblocks_at=1500.0)
+    assert policy.delay(err_far, 0, 0) is None
