@@ -355,7 +355,7 @@ class Engine:
             except Bitrix24Error as err:
                 if isinstance(err, Bitrix24RateLimitError):
                     self.bucket.note_rejected()
-                delay = self.retry_policy.delay(err, attempt, waited)
+                delay = self.retry_policy.delay(err, attempt, waited, time.monotonic() - started)
                 if delay is None:
                     raise self._final(err) from None
                 attempt += 1

@@ -6,6 +6,10 @@ the portal's ``INTERNAL_SERVER_ERROR`` / ``ERROR_UNEXPECTED_ANSWER``, gateway pa
 errors and timeouts. The delay grows exponentially with full jitter and is capped; the sum of all waits of one
 call is bounded, after which the error is raised and the caller (for Airflow: the task's own ``retries``) takes
 over. An ``OPERATION_TIME_LIMIT`` is waited out until the portal's reset when that fits the budget.
+
+After a timeout the portal may still be executing the request (it cuts requests only after 60 s), so the retry
+is held until that cut-off has passed since the request was sent: a write is never in flight twice. With the
+default 75 s timeout this adds no wait.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ class RetryPolicy:
     :param max_delay: Cap of a single delay.
     :param max_total_wait: Cap of the sum of all delays of one call.
     :param jitter: Fraction of each delay that is randomised (0 = none, 1 = full jitter).
+    :param server_cutoff: Seconds after which the portal has stopped executing any request.
     """
 
     max_retries: int = 5
@@ -35,15 +40,18 @@ class RetryPolicy:
     max_delay: float = 30.0
     max_total_wait: float = 120.0
     jitter: float = 0.5
+    server_cutoff: float = 60.0
     random: Callable[[], float] = field(default=random.random, repr=False, compare=False)
     clock: Callable[[], float] = field(default=time.time, repr=False, compare=False)
 
-    def delay(self, error: Bitrix24Error, attempt: int, waited: float) -> float | None:
+    def delay(self, error: Bitrix24Error, attempt: int, waited: float, sent_ago: float | None = None) -> float | None:
         """
         Seconds to wait before retry number ``attempt + 1``, or ``None`` to give up and raise ``error``.
 
         :param error: The failure of attempt number ``attempt`` (0-based).
         :param waited: Seconds already spent waiting between the earlier attempts of this call.
+        :param sent_ago: Seconds since the failed request was sent; after a timeout the retry waits until the
+            portal's cut-off has passed.
         """
         if not error.retryable or attempt >= self.max_retries:
             return None
@@ -52,6 +60,8 @@ class RetryPolicy:
         else:
             backoff = min(self.max_delay, self.base_delay * (2**attempt))
             pause = backoff * (1.0 - self.jitter) + backoff * self.jitter * self.random()
+        if error.code == "TIMEOUT" and sent_ago is not None:
+            pause = max(pause, self.server_cutoff - sent_ago)
         if waited + pause > self.max_total_wait:
             return None
         return pause

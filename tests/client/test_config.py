@@ -152,8 +152,15 @@ def test_reprs_hide_secrets():
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("localhost", True), ("127.0.0.1", True), ("127.1.2.3", True), ("[::1]", True), ("10.0.0.1", False),
-     ("portal.bitrix24.com", False), ("localhost.evil.com", False)],
+    [
+        ("localhost", True),
+        ("127.0.0.1", True),
+        ("127.1.2.3", True),
+        ("[::1]", True),
+        ("10.0.0.1", False),
+        ("portal.bitrix24.com", False),
+        ("localhost.evil.com", False),
+    ],
 )
 def test_is_loopback(name, expected):
     assert is_loopback(name) is expected

@@ -61,7 +61,9 @@ def test_error_body_maps_by_code_not_status():
 
 
 def test_unknown_error_code_is_a_permanent_method_error():
-    err = error_from_payload("CANT_SAVE_QUICK_ANSWER", "Error saving", status=400, method="imopenlines.message.quick.save")
+    err = error_from_payload(
+        "CANT_SAVE_QUICK_ANSWER", "Error saving", status=400, method="imopenlines.message.quick.save"
+    )
     assert isinstance(err, Bitrix24MethodError)
     assert not err.retryable
 
@@ -70,7 +72,9 @@ def test_operation_time_limit_carries_the_known_reset():
     tracker = OperatingTracker()
     tracker.record("crm.deal.list", {"operating": 481.0, "operating_reset_at": 1_900_000_000})
     with pytest.raises(Bitrix24OperationTimeLimitError) as info:
-        parse_response(_response(429, {"error": "OPERATION_TIME_LIMIT", "error_description": "x"}), "crm.deal.list", tracker)
+        parse_response(
+            _response(429, {"error": "OPERATION_TIME_LIMIT", "error_description": "x"}), "crm.deal.list", tracker
+        )
     assert info.value.unblocks_at == 1_900_000_000
 
 
@@ -78,7 +82,11 @@ def test_errors_survive_pickling_with_their_fields():
     err = error_from_payload("ACCESS_DENIED", "nope", status=403, method="x")
     clone = pickle.loads(pickle.dumps(err))
     assert (type(clone), clone.code, clone.status, clone.method, str(clone)) == (
-        type(err), "ACCESS_DENIED", 403, "x", str(err)
+        type(err),
+        "ACCESS_DENIED",
+        403,
+        "x",
+        str(err),
     )
     assert isinstance(clone, Bitrix24ApiError)
 
@@ -133,3 +141,13 @@ def test_retry_policy_waits_for_the_operating_reset_when_it_fits():
     assert policy.delay(err, 0, 0) == pytest.approx(31.0)
     err_far = error_from_payload("OPERATION_TIME_LIMIT", "", status=429, method="m", unblocks_at=1500.0)
     assert policy.delay(err_far, 0, 0) is None
+
+
+def test_retry_after_a_timeout_waits_for_the_portal_cutoff():
+    """The portal may still be executing a timed-out request; its retry must not overlap it."""
+    policy = RetryPolicy(base_delay=0.5, jitter=0.0, server_cutoff=60.0, max_total_wait=120)
+    timeout = Bitrix24TransportError("TIMEOUT", "no answer")
+    assert policy.delay(timeout, 0, 0, sent_ago=75.0) == 0.5  # the default timeout is past the cut-off
+    assert policy.delay(timeout, 0, 0, sent_ago=5.0) == pytest.approx(55.0)
+    refused = Bitrix24TransportError("CONNECTION_FAILED", "refused")
+    assert policy.delay(refused, 0, 0, sent_ago=0.01) == 0.5
