@@ -1,0 +1,202 @@
+"""Operator that saves open-line chat messages to the portal's quick answers."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSkipException, BaseOperator
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+
+    from airflow_provider_bitrix24.client.core import BatchItem
+    from airflow_provider_bitrix24.hooks.bitrix24 import Bitrix24Hook
+
+METHOD = "imopenlines.message.quick.save"
+#: Commands per ``batch`` request (the portal's maximum).
+BATCH_SIZE = 50
+#: Errors that concern the chat or the credential, not one message: every other save would fail the same way.
+CHAT_LEVEL_CODES = frozenset(
+    {"CHAT_ID", "CHAT_TYPE", "ACCESS_DENIED", "insufficient_scope", "NO_AUTH_FOUND", "INVALID_CREDENTIALS"}
+)
+
+
+def positive_int(value: Any, name: str) -> int:
+    """
+    Return ``value`` as a positive integer, or fail the task naming the parameter and the value.
+
+    Accepts ints, integral floats and numeric strings (what Jinja renders); refuses bools, fractions, zero,
+    negatives, empty strings, ``None`` and other text.
+    """
+    problem = None
+    if isinstance(value, bool) or value is None:
+        problem = "is not a positive integer"
+    elif isinstance(value, int):
+        number = value
+    elif isinstance(value, float):
+        if not value.is_integer():
+            problem = "is a fractional number, not an id"
+        number = int(value) if value == value and abs(value) != float("inf") else 0
+    elif isinstance(value, str):
+        text = value.strip()
+        if not text:
+            problem = "is an empty string"
+        elif not text.lstrip("+-").isdigit():
+            problem = "is not a number"
+        else:
+            number = int(text)
+    else:
+        problem = f"has type {type(value).__name__}, expected an integer"
+    if problem is None and number <= 0:
+        problem = "is not a positive integer"
+    if problem is not None:
+        raise AirflowFailException(f"{name}: {value!r} {problem}")
+    return number
+
+
+def message_ids(value: Any) -> list[int]:
+    """
+    Normalise ``message_id`` into a list of ids, in input order, without duplicates.
+
+    Each item may be an int, a numeric string, or a message dict with an ``"id"`` key (what
+    ``SessionHistorySensor`` pushes to XCom). A string holding a list (a rendered template) is parsed.
+    """
+    if isinstance(value, str) and value.strip().startswith(("[", "(")):
+        try:
+            value = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            raise AirflowFailException(f"message_id: {value!r} looks like a list but cannot be parsed") from None
+    items = list(value) if isinstance(value, list | tuple) else [value]
+    ids: list[int] = []
+    seen: set[int] = set()
+    for position, item in enumerate(items):
+        name = f"message_id[{position}]" if isinstance(value, list | tuple) else "message_id"
+        if isinstance(item, dict):
+            if "id" not in item:
+                raise AirflowFailException(f"{name}: a message dict needs an 'id' key, got keys {sorted(item)}")
+            item, name = item["id"], f"{name}['id']"
+        number = positive_int(item, name)
+        if number not in seen:
+            seen.add(number)
+            ids.append(number)
+    return ids
+
+
+class SaveQuickAnswerOperator(BaseOperator):
+    """
+    Save open-line chat messages to the portal's quick answers (``imopenlines.message.quick.save``).
+
+    One message is saved with one call; many are sent through ``batch`` requests of up to 50 saves, paced to the
+    portal's rate limit. Duplicated ids are saved once. Messages that cannot be saved (``CANT_SAVE_QUICK_ANSWER``)
+    do not stop the others: the task saves everything it can, then fails naming them. Errors about the chat or
+    the credential fail the task at once, without retries; transient errors that outlast the client's retries
+    leave the task to Airflow's ``retries``, and a later try saves the rest without duplicating anything (the
+    portal updates an answer that already holds the same message).
+
+    .. seealso::
+        https://apidocs.bitrix24.com/api-reference/imopenlines/openlines/messages/imopenlines-message-quick-save.html
+
+    :param chat_id: The open-line chat the messages belong to. (templated)
+    :param message_id: One message id, or a list of them: ints, numeric strings, or message dicts with an
+        ``"id"`` key, such as the output of ``SessionHistorySensor``. (templated)
+    :param bitrix24_conn_id: The Bitrix24 connection. (templated)
+    :return: The saved message ids as ints, in input order, without duplicates.
+    """
+
+    template_fields: Sequence[str] = ("chat_id", "message_id", "bitrix24_conn_id")
+    template_fields_renderers = {"message_id": "py"}
+    ui_color = "#2fc6f6"
+
+    def __init__(
+        self, *, chat_id: int | str, message_id: Any, bitrix24_conn_id: str = "bitrix24_default", **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.chat_id = chat_id
+        self.message_id = message_id
+        self.bitrix24_conn_id = bitrix24_conn_id
+
+    @cached_property
+    def hook(self) -> Bitrix24Hook:
+        from airflow_provider_bitrix24.hooks.bitrix24 import Bitrix24Hook
+
+        return Bitrix24Hook(bitrix24_conn_id=self.bitrix24_conn_id)
+
+    def execute(self, context: Context) -> list[int]:
+        chat_id = positive_int(self.chat_id, "chat_id")
+        ids = message_ids(self.message_id)
+        if not ids:
+            raise AirflowSkipException("Nothing to save: message_id is an empty list.")
+        self.log.info("Saving %d message(s) of chat %d as quick answers", len(ids), chat_id)
+        try:
+            self.hook.config  # noqa: B018 - validate the connection before any request
+        except Exception as exc:
+            self._raise(exc)
+        if len(ids) == 1:
+            self._save_one(chat_id, ids[0])
+        else:
+            self._save_many(chat_id, ids)
+        self.log.info("Saved %d message(s) of chat %d as quick answers", len(ids), chat_id)
+        return ids
+
+    def _raise(self, exc: BaseException) -> None:
+        from airflow_provider_bitrix24.client.errors import Bitrix24Error
+        from airflow_provider_bitrix24.failures import to_airflow
+
+        if isinstance(exc, Bitrix24Error):
+            raise to_airflow(exc) from None
+        raise exc
+
+    def _save_one(self, chat_id: int, message_id: int) -> None:
+        try:
+            self.hook.call(METHOD, {"CHAT_ID": chat_id, "MESSAGE_ID": message_id})
+        except Exception as exc:
+            self._raise(exc)
+
+    def _save_many(self, chat_id: int, ids: list[int]) -> None:
+        from airflow_provider_bitrix24.client.errors import Bitrix24Error
+        from airflow_provider_bitrix24.failures import describe, to_airflow
+
+        failed: list[BatchItem] = []
+        transient: list[BatchItem] = []
+        saved = 0
+        for start in range(0, len(ids), BATCH_SIZE):
+            chunk = ids[start : start + BATCH_SIZE]
+            commands = {str(m): (METHOD, {"CHAT_ID": chat_id, "MESSAGE_ID": m}) for m in chunk}
+            try:
+                items = self.hook.call_batch(commands)
+            except Bitrix24Error as err:
+                if saved or failed:
+                    self.log.warning("Stopped after saving %d/%d: %s", saved, len(ids), err)
+                raise to_airflow(err) from None
+            for item in items:
+                if item.ok:
+                    saved += 1
+                elif item.error is not None and item.error.retryable:
+                    transient.append(item)
+                else:
+                    failed.append(item)
+            chat_level = [i for i in failed if i.error is not None and i.error.code in CHAT_LEVEL_CODES]
+            if chat_level and chat_level[0].error is not None:
+                # Every other message of this chat would fail the same way: stop now.
+                raise AirflowFailException(describe(chat_level[0].error))
+            self.log.info("Saved %d/%d, %d failed", saved, len(ids), len(failed) + len(transient))
+        if failed:
+            reasons = "; ".join(f"{item.key}: {item.error.code if item.error else '?'}" for item in failed[:20])
+            more = f" and {len(failed) - 20} more" if len(failed) > 20 else ""
+            first = failed[0].error
+            hint = describe(first).split(". Hint: ", 1)[-1] if first is not None else ""
+            raise AirflowFailException(
+                f"Could not save {len(failed)} of {len(ids)} message(s) of chat {chat_id} "
+                f"(the other {saved} were saved): {reasons}{more}. Hint: {hint}"
+            )
+        if transient:
+            from airflow.providers.common.compat.sdk import AirflowException
+
+            keys = ", ".join(item.key for item in transient[:20])
+            raise AirflowException(
+                f"{len(transient)} of {len(ids)} message(s) were not saved because of transient portal errors "
+                f"({keys}); the task's retries will save them (saving a message again updates the same answer)"
+            )

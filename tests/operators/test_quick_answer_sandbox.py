@@ -1,0 +1,143 @@
+"""SaveQuickAnswerOperator over real HTTP against the sandbox portal."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+
+import pytest
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
+
+from airflow_provider_bitrix24.operators.quick_answer import SaveQuickAnswerOperator
+from airflow_provider_bitrix24.sandbox.state import SEED
+from tests.helpers import set_conn
+
+BULK = list(SEED.bulk_message_ids)
+
+
+def _answers_per_message(sandbox) -> Counter:
+    return Counter(a["message_id"] for a in sandbox.quick_answers())
+
+
+def _run(**kwargs):
+    op = SaveQuickAnswerOperator(task_id="save", **kwargs)
+    return op.execute(context={})
+
+
+def _fast_conn(monkeypatch, sandbox, **extra) -> str:
+    data = json.loads(sandbox.airflow_conn_json("webhook"))
+    data["extra"] = {**data.get("extra", {}), **extra}
+    set_conn(monkeypatch, "b24_test", data)
+    return "b24_test"
+
+
+def test_one_message_is_one_call(sandbox, webhook_conn):
+    before = len(sandbox.quick_answers())
+    assert _run(chat_id=SEED.support_chat_id, message_id=str(SEED.new_text_message_id)) == [SEED.new_text_message_id]
+    stats = sandbox.stats()
+    assert stats["requests"] == 1
+    assert stats["by_method"] == {"imopenlines.message.quick.save": 1}
+    assert len(sandbox.quick_answers()) == before + 1
+
+
+def test_thousand_messages_take_twenty_requests_under_the_standard_limit(sandbox, webhook_conn):
+    sandbox.configure(rate_limit_enabled=True, burst=50, per_second=2.0)
+    ids = BULK[:1000]
+    started = time.monotonic()
+    saved = _run(chat_id=SEED.bulk_chat_id, message_id=ids)
+    elapsed = time.monotonic() - started
+    assert saved == ids
+    stats = sandbox.stats()
+    assert stats["requests"] <= 20
+    assert stats["errors"].get("QUERY_LIMIT_EXCEEDED", 0) == 0
+    per_message = _answers_per_message(sandbox)
+    assert all(per_message[m] == 1 for m in ids)
+    print(f"\n1000 quick answers: {stats['requests']} requests, {elapsed:.2f} s wall")
+
+
+def test_duplicates_and_message_dicts_are_saved_once(sandbox, webhook_conn):
+    items = [BULK[0], str(BULK[1]), {"id": BULK[0], "text": "x"}, BULK[2], float(BULK[1])]
+    assert _run(chat_id=SEED.bulk_chat_id, message_id=items) == BULK[:3]
+    assert sandbox.stats()["batch_commands"] == 3
+    per_message = _answers_per_message(sandbox)
+    assert [per_message[m] for m in BULK[:3]] == [1, 1, 1]
+
+
+def test_templated_list_string_is_accepted(sandbox, webhook_conn):
+    assert _run(chat_id=str(SEED.bulk_chat_id), message_id=f"[{BULK[5]}, {BULK[6]}]") == BULK[5:7]
+
+
+def test_unsaveable_messages_do_not_stop_the_others(sandbox, webhook_conn):
+    ids = [*BULK[:60], 999_999_001, *BULK[60:70], 999_999_002]
+    with pytest.raises(AirflowFailException) as info:
+        _run(chat_id=SEED.bulk_chat_id, message_id=ids)
+    text = str(info.value)
+    assert "Could not save 2 of 72 message(s)" in text
+    assert "999999001: CANT_SAVE_QUICK_ANSWER" in text
+    assert "999999002: CANT_SAVE_QUICK_ANSWER" in text
+    assert "Hint:" in text
+    per_message = _answers_per_message(sandbox)
+    assert all(per_message[m] == 1 for m in BULK[:70])
+
+
+@pytest.mark.parametrize(
+    ("chat_id", "message_id", "code"),
+    [
+        (999_999, [BULK[0], BULK[1]], "CHAT_ID"),
+        (SEED.group_chat_id, [SEED.group_message_id, BULK[1]], "CHAT_TYPE"),
+        (SEED.restricted_chat_id, [SEED.restricted_message_id, BULK[0]], "ACCESS_DENIED"),
+        (999_999, BULK[0], "CHAT_ID"),
+    ],
+)
+def test_chat_level_errors_fail_at_once_with_code_and_hint(sandbox, webhook_conn, chat_id, message_id, code):
+    with pytest.raises(AirflowFailException, match=rf"^{code}: .*Hint: "):
+        _run(chat_id=chat_id, message_id=message_id)
+    assert sandbox.stats()["requests"] == 1
+
+
+def test_missing_scope_fails_at_once(sandbox, monkeypatch):
+    set_conn(monkeypatch, "bitrix24_default", sandbox.airflow_conn_json("limited"))
+    with pytest.raises(AirflowFailException, match=r"^insufficient_scope\b.*imopenlines"):
+        _run(chat_id=SEED.bulk_chat_id, message_id=BULK[:3])
+    assert sandbox.stats()["requests"] == 1
+
+
+def test_faults_still_end_with_every_message_saved_exactly_once(sandbox, monkeypatch, fast_retries):
+    """503s, a 500, a connection dropped after the portal saved, and a timeout: nothing lost, nothing doubled."""
+    conn_id = _fast_conn(monkeypatch, sandbox, timeout=1.0, max_retries=8)
+    # Concurrent saves of one message can both insert on the portal: the race is live during this test.
+    sandbox.configure(quick_save_race=True, race_window=0.002)
+    sandbox.inject_fault("batch", "error", count=3, error="QUERY_LIMIT_EXCEEDED", status=503)
+    sandbox.inject_fault("batch", "error", count=1, error="INTERNAL_SERVER_ERROR", status=500)
+    sandbox.inject_fault("batch", "drop_after", count=1)
+    sandbox.inject_fault("batch", "slow", count=1, delay=2.0)
+    ids = BULK[:300]
+    assert _run(chat_id=SEED.bulk_chat_id, message_id=ids, bitrix24_conn_id=conn_id) == ids
+    per_message = _answers_per_message(sandbox)
+    assert {per_message[m] for m in ids} == {1}
+    assert sandbox.stats()["errors"].get("QUERY_LIMIT_EXCEEDED") == 3
+
+
+def test_transient_errors_beyond_the_budget_leave_it_to_airflow_retries(sandbox, monkeypatch):
+    conn_id = _fast_conn(monkeypatch, sandbox, max_retries=0)
+    sandbox.inject_fault("batch", "error", count=1, error="QUERY_LIMIT_EXCEEDED", status=503)
+    ids = BULK[:120]
+    with pytest.raises(AirflowException) as info:
+        _run(chat_id=SEED.bulk_chat_id, message_id=ids, bitrix24_conn_id=conn_id)
+    assert not isinstance(info.value, AirflowFailException)
+    assert str(info.value).startswith("QUERY_LIMIT_EXCEEDED")
+    # The next try (Airflow's retry) finishes the job; nothing ends up saved twice.
+    assert _run(chat_id=SEED.bulk_chat_id, message_id=ids, bitrix24_conn_id=conn_id) == ids
+    per_message = _answers_per_message(sandbox)
+    assert {per_message[m] for m in ids} == {1}
+
+
+def test_transient_errors_inside_a_batch_are_retried_per_command(sandbox, webhook_conn):
+    sandbox.inject_fault(
+        "imopenlines.message.quick.save", "error", count=5, error="OPERATION_TIME_LIMIT", in_batch=True
+    )
+    ids = BULK[:80]
+    assert _run(chat_id=SEED.bulk_chat_id, message_id=ids) == ids
+    per_message = _answers_per_message(sandbox)
+    assert {per_message[m] for m in ids} == {1}
