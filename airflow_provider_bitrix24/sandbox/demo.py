@@ -28,6 +28,8 @@ def _no_setup(portal: SandboxPortal) -> None:
 #: The example DAGs the demo runs, in order, with what the portal must do for each.
 DEMO_DAGS: list[tuple[str, Callable[[SandboxPortal], None]]] = [
     ("example_bitrix24_hook", _no_setup),
+    ("example_bitrix24_quick_answer", _no_setup),
+    ("example_bitrix24_quick_answer_list", _no_setup),
 ]
 
 
