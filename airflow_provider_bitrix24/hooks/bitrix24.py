@@ -28,39 +28,55 @@ class VariableTokenStore:
     Keep rotated OAuth tokens in the Airflow Variable ``bitrix24_oauth__<conn_id>`` (JSON).
 
     Bitrix24 invalidates a refresh token as soon as it is used, so the new pair must be stored where the next
-    task process looks first; the Connection's extras only hold the initial pair.
+    task process looks first; the Connection's extras only hold the initial pair. Inside a task the Task SDK's
+    ``Variable`` is used; elsewhere (``airflow connections test``, scripts) the metadata database's model is.
     """
 
     def __init__(self, conn_id: str, log: Any) -> None:
         self.key = f"{TOKEN_VARIABLE_PREFIX}{conn_id}"
         self.log = log
 
-    def load(self) -> TokenPair | None:
+    @staticmethod
+    def _variable_classes() -> list[Any]:
         from airflow.providers.common.compat.sdk import Variable
 
+        classes: list[Any] = [Variable]
+        try:
+            from airflow.models.variable import Variable as VariableModel
+        except ImportError:  # pragma: no cover - every supported Airflow has it
+            return classes
+        if VariableModel is not Variable:
+            classes.append(VariableModel)
+        return classes
+
+    def load(self) -> TokenPair | None:
         from airflow_provider_bitrix24.client.oauth import TokenPair
 
-        try:
-            raw = Variable.get(self.key)
-        except Exception:  # missing Variable, or no metadata database reachable from here
-            return None
-        pair = TokenPair.from_json(raw) if isinstance(raw, str) else None
-        if pair is None:
-            self.log.warning("Variable %s does not hold a Bitrix24 token pair; ignoring it", self.key)
-        return pair
+        for variable in self._variable_classes():
+            try:
+                raw = variable.get(self.key)
+            except Exception:  # missing, or not reachable from this kind of process: try the next way
+                continue
+            pair = TokenPair.from_json(raw) if isinstance(raw, str) else None
+            if pair is None:
+                self.log.warning("Variable %s does not hold a Bitrix24 token pair; ignoring it", self.key)
+            return pair
+        return None
 
     def save(self, pair: TokenPair) -> None:
-        from airflow.providers.common.compat.sdk import Variable
-
-        try:
-            Variable.set(self.key, pair.to_json(), description="Rotated Bitrix24 OAuth tokens (managed by the hook)")
-        except Exception as exc:
-            self.log.warning(
-                "Could not store the rotated Bitrix24 tokens in Variable %s (%s); the next task will need a new "
-                "refresh token in the connection",
-                self.key,
-                type(exc).__name__,
-            )
+        failure = ""
+        for variable in self._variable_classes():
+            try:
+                variable.set(self.key, pair.to_json(), description="Rotated Bitrix24 OAuth tokens (kept by the hook)")
+                return
+            except Exception as exc:
+                failure = type(exc).__name__
+        self.log.warning(
+            "Could not store the rotated Bitrix24 tokens in Variable %s (%s); the next process will need a new "
+            "refresh token in the connection",
+            self.key,
+            failure,
+        )
 
 
 class Bitrix24Hook(BaseHook):

@@ -1,0 +1,54 @@
+"""Rotated OAuth tokens are kept in an Airflow Variable and found by the next process."""
+
+from __future__ import annotations
+
+import logging
+
+from airflow_provider_bitrix24.client import oauth
+from airflow_provider_bitrix24.client.oauth import TokenPair
+from airflow_provider_bitrix24.hooks.bitrix24 import Bitrix24Hook, VariableTokenStore
+from tests.helpers import set_conn
+
+
+def test_store_round_trip(airflow_db):
+    store = VariableTokenStore("store_round_trip", logging.getLogger(__name__))
+    assert store.load() is None
+    store.save(TokenPair("access-123456", "refresh-123456", 1234.0))
+    loaded = store.load()
+    assert loaded is not None
+    assert (loaded.access_token, loaded.refresh_token, loaded.expires_at) == ("access-123456", "refresh-123456", 1234.0)
+
+
+def test_next_process_uses_the_rotated_pair_not_the_stale_extras(sandbox, monkeypatch, airflow_db):
+    tokens = sandbox.issue_oauth_tokens(expired=True)
+    set_conn(
+        monkeypatch,
+        "b24_rotation",
+        {
+            "conn_type": "bitrix24",
+            "host": sandbox.base_url,
+            "extra": {
+                "auth_type": "oauth",
+                "client_id": sandbox.oauth_client_id,
+                "client_secret": sandbox.oauth_client_secret,
+                "refresh_token": tokens["refresh_token"],
+                "access_token": tokens["access_token"],
+                "oauth_url": sandbox.oauth_url,
+            },
+        },
+    )
+    first = Bitrix24Hook(bitrix24_conn_id="b24_rotation")
+    first.call("profile")
+    stored = VariableTokenStore("b24_rotation", logging.getLogger(__name__)).load()
+    assert stored is not None
+    assert stored.refresh_token != tokens["refresh_token"]
+
+    # A new process: nothing shared in memory, the connection's extras still hold the used-up refresh token.
+    oauth.forget_oauth_sessions()
+    sandbox.expire_access_tokens()
+    second = Bitrix24Hook(bitrix24_conn_id="b24_rotation")
+    second.call("profile")
+    session = second.client.engine.oauth
+    assert session is not None
+    assert session.refresh_count == 1  # refreshed with the stored refresh token, which the portal accepted
+    assert sandbox.stats()["errors"].get("invalid_grant", 0) == 0
