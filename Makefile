@@ -40,10 +40,10 @@ lint: $(VENV)/.ready
 	$(VENV)/bin/mypy
 
 unit-airflow3: $(VENV)/.ready
-	$(VENV)/bin/pytest -m "not slow" -p no:cacheprovider
+	$(VENV)/bin/pytest -m "not slow and not e2e" -p no:cacheprovider
 
 unit-airflow2: $(VENV2)/.ready
-	$(VENV2)/bin/pytest -m "not slow" -p no:cacheprovider
+	$(VENV2)/bin/pytest -m "not slow and not e2e" -p no:cacheprovider
 
 ## make test: lint, type-check, and run every fast test on Airflow 3.3 and on Airflow 2.11.
 test: lint unit-airflow3 unit-airflow2
@@ -51,6 +51,20 @@ test: lint unit-airflow3 unit-airflow2
 ## make demo: start the sandbox portal, run the example DAGs with `airflow dags test`, stop the sandbox.
 demo: $(VENV)/.ready
 	@$(VENV)/bin/python -m airflow_provider_bitrix24.sandbox.demo --home "$(DEMO_HOME)"
+
+## make e2e: a real Airflow 3 (api-server, scheduler, dag-processor, triggerer) runs the deferrable sensor DAG.
+e2e: $(VENV)/.ready
+	$(VENV)/bin/pytest -m e2e tests/e2e -p no:cacheprovider
+
+## make soak: the long reliability cases (thousands of saves under injected faults).
+soak: $(VENV)/.ready
+	$(VENV)/bin/pytest -m slow tests/reliability -p no:cacheprovider
+
+## make bench: benchmarks against the portal's limits and the alternatives; writes benchmarks/RESULTS.md.
+bench: $(VENV)/.ready
+	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --user uv
+	VIRTUAL_ENV=$(VENV) uv pip install --quiet -e ".[dev,bench]"
+	$(VENV)/bin/python benchmarks/run.py
 
 clean:
 	rm -rf $(VENV) $(VENV2) .demo .pytest_cache .mypy_cache .ruff_cache

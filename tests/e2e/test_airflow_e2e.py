@@ -1,0 +1,211 @@
+"""
+End to end on a real Airflow 3: api-server, scheduler, dag-processor and triggerer as separate processes on
+loopback, the sandbox portal beside them.
+
+The session-sensor example DAG is triggered; the test waits until its sensor is deferred to the triggerer, only
+then makes the operator's reply appear on the portal, and expects the run to succeed with the reply saved as a
+quick answer. Run with ``make e2e``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_bitrix24.sandbox import SandboxConfig, SandboxPortal
+from airflow_provider_bitrix24.sandbox.state import SEED
+from tests.helpers import ROOT
+
+pytestmark = pytest.mark.e2e
+
+DAG_ID = "example_bitrix24_session_sensor"
+COMPONENTS = {
+    "api-server": ["api-server"],
+    "scheduler": ["scheduler", "--skip-serve-logs"],
+    "dag-processor": ["dag-processor"],
+    "triggerer": ["triggerer", "--skip-serve-logs"],
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait(what: str, check, timeout: float, interval: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+class Airflow:
+    """A real Airflow 3 deployment in a temporary home."""
+
+    def __init__(self, home: Path, env: dict[str, str]) -> None:
+        self.home = home
+        self.env = env
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def cli(self, *args: str, timeout: float = 120) -> str:
+        proc = subprocess.run(
+            [sys.executable, "-m", "airflow", *args], env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+        assert proc.returncode == 0, f"airflow {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+        return proc.stdout
+
+    def start(self) -> None:
+        for name, args in COMPONENTS.items():
+            log = (self.home / f"{name}.log").open("wb")
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "airflow", *args],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+
+    def query(self, sql: str, *params: object) -> list[tuple]:
+        with sqlite3.connect(self.home / "airflow.db", timeout=30) as db:
+            return db.execute(sql, params).fetchall()
+
+    def alive(self) -> None:
+        dead = {name: p.returncode for name, p in self.procs.items() if p.poll() is not None}
+        assert not dead, f"Airflow components exited: {dead}; see logs in {self.home}"
+
+    def logs(self) -> str:
+        texts = [p.read_text(errors="replace") for p in self.home.glob("*.log")]
+        texts += [p.read_text(errors="replace") for p in (self.home / "logs").rglob("*") if p.is_file()]
+        return "\n".join(texts)
+
+
+@pytest.fixture(scope="module")
+def deployment() -> Iterator[tuple[Airflow, SandboxPortal]]:
+    import airflow
+
+    if int(airflow.__version__.split(".")[0]) < 3:
+        pytest.skip("the end-to-end deployment runs the Airflow 3 components")
+    home = Path(tempfile.mkdtemp(prefix="bitrix24-e2e-"))
+    (home / "dags").mkdir()
+    for source in (ROOT / "example_dags").glob("*.py"):
+        shutil.copy(source, home / "dags" / source.name)
+    portal = SandboxPortal(SandboxConfig.preset("standard")).start()
+    api_port = _free_port()
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(api_port),
+        "AIRFLOW__API_AUTH__JWT_SECRET": "e2e-jwt-secret-not-for-production-0000",
+        "AIRFLOW__API__SECRET_KEY": "e2e-secret-key-not-for-production",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+        "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
+        "AIRFLOW_CONN_BITRIX24_DEFAULT": portal.airflow_conn_json("webhook"),
+        "NO_PROXY": "127.0.0.1,localhost,::1",
+    }
+    env.pop("BITRIX24_TEST_AIRFLOW_HOME", None)
+    deployment = Airflow(home, env)
+    deployment.cli("db", "migrate", timeout=300)
+    deployment.start()
+    try:
+
+        def healthy() -> bool:
+            deployment.alive()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/api/v2/monitor/health", timeout=5) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        _wait("the api-server", healthy, 180)
+        _wait("the DAG to be parsed", lambda: deployment.query("select 1 from dag where dag_id = ?", DAG_ID), 180)
+        yield deployment, portal
+    finally:
+        deployment.stop()
+        portal.stop()
+        if os.environ.get("BITRIX24_E2E_KEEP") is None:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def test_deferred_sensor_waits_in_the_triggerer_and_the_reply_is_saved(deployment):
+    airflow, portal = deployment
+    conf = {
+        "chat_id": SEED.support_chat_id,
+        "session_id": SEED.support_latest_session_id,
+        "after_message_id": max(portal.engine.state.sessions[SEED.support_latest_session_id].message_ids),
+    }
+    airflow.cli("dags", "trigger", DAG_ID, "--conf", json.dumps(conf))
+    run_id = _wait("the DAG run", lambda: airflow.query("select run_id from dag_run where dag_id = ?", DAG_ID), 60)[0][
+        0
+    ]
+
+    def sensor_state() -> str | None:
+        airflow.alive()
+        rows = airflow.query(
+            "select state from task_instance where dag_id = ? and run_id = ? and task_id = 'wait_for_reply'",
+            DAG_ID,
+            run_id,
+        )
+        return rows[0][0] if rows else None
+
+    # The sensor must be handed to the triggerer while the portal has nothing for it yet.
+    _wait("the sensor to defer", lambda: sensor_state() == "deferred", 180)
+    assert airflow.query("select count(*) from trigger")[0][0] >= 1
+    requests_before = portal.stats()["requests"]
+    time.sleep(6)  # at least one polling round from the triggerer, with nothing to find yet
+    assert sensor_state() == "deferred"
+    assert portal.stats()["requests"] > requests_before, "the triggerer should be polling the portal"
+
+    portal.add_message(conf["session_id"], SEED.client_user_ids[0], "Is delivery free?")
+    reply_id = portal.add_message(conf["session_id"], SEED.operator_ids[0], "Yes, delivery is free over 50 EUR.")
+
+    final = _wait(
+        "the DAG run to finish",
+        lambda: (
+            (s := airflow.query("select state from dag_run where run_id = ?", run_id)[0][0]) in {"success", "failed"}
+            and s
+        ),
+        180,
+    )
+    states = dict(airflow.query("select task_id, state from task_instance where run_id = ?", run_id))
+    assert final == "success", (states, airflow.home)
+    assert states == {"wait_for_reply": "success", "save_reply": "success"}
+    saved = [a for a in portal.quick_answers() if a["message_id"] == reply_id]
+    assert len(saved) == 1
+    assert saved[0]["text"] == "Yes, delivery is free over 50 EUR."
+    assert "sandbox-webhook-0000" not in airflow.logs()
