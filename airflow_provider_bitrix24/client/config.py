@@ -346,7 +346,7 @@ def parse_connection(
     retries_raw = _extra_get(extra, "max_retries")
     if retries_raw is None:
         max_retries = DEFAULT_MAX_RETRIES
-    elif retries_raw in (0, "0"):
+    elif not isinstance(retries_raw, bool) and str(retries_raw).strip() == "0":
         max_retries = 0
     else:
         max_retries = _as_positive_int(retries_raw, "extra.max_retries")

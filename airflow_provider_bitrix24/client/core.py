@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlencode, urlsplit
@@ -259,7 +259,7 @@ class Engine:
         config: PortalConfig,
         *,
         token_store: TokenStore | None = None,
-        on_new_secret: Any = None,
+        on_new_secret: Callable[[str], None] | None = None,
         retry_policy: RetryPolicy | None = None,
         logger: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
     ) -> None:

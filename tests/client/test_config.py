@@ -110,6 +110,7 @@ BAD = [
     ({"host": f"https://p/rest/1/{CODE}", "extra": {"timeout": "soon"}}, "extra.timeout", "number"),
     ({"host": f"https://p/rest/1/{CODE}", "extra": {"max_retries": -1}}, "extra.max_retries", "integer"),
     ({"host": f"https://p/rest/1/{CODE}", "extra": {"max_retries": True}}, "extra.max_retries", "integer"),
+    ({"host": f"https://p/rest/1/{CODE}", "extra": {"max_retries": False}}, "extra.max_retries", "integer"),
     ({"host": f"https://p/rest/1/{CODE}", "extra": {"rate_limit": "turbo"}}, "extra.rate_limit", "unknown preset"),
     ({"host": f"https://p/rest/1/{CODE}", "extra": {"rate_limit": {"burst": 5}}}, "extra.rate_limit", "both"),
     (

@@ -151,3 +151,35 @@ def test_retry_after_a_timeout_waits_for_the_portal_cutoff():
     assert policy.delay(timeout, 0, 0, sent_ago=5.0) == pytest.approx(55.0)
     refused = Bitrix24TransportError("CONNECTION_FAILED", "refused")
     assert policy.delay(refused, 0, 0, sent_ago=0.01) == 0.5
+
+
+def test_renamed_portal_redirect_is_followed_with_the_same_post():
+    """A renamed portal answers 302 with its new address; the call is re-sent there, as a POST."""
+    from airflow_provider_bitrix24.client.config import parse_connection
+    from airflow_provider_bitrix24.client.core import Engine, Send
+
+    engine = Engine(parse_connection(host="https://old.bitrix24.com/rest/1/fake-code-0000/"))
+    flow = engine.call_flow("profile", {"A": 1})
+    first = next(flow)
+    assert isinstance(first, Send)
+    assert first.request.url == "https://old.bitrix24.com/rest/1/fake-code-0000/profile"
+    moved = HttpResponse(302, b"", {"location": "https://new.bitrix24.com/rest/1/fake-code-0000/profile"})
+    second = flow.send(moved)
+    assert isinstance(second, Send)
+    assert second.request.method == "POST"
+    assert second.request.url == "https://new.bitrix24.com/rest/1/fake-code-0000/profile"
+    assert second.request.json == {"A": 1}
+    with pytest.raises(StopIteration) as done:
+        flow.send(_response(200, {"result": {"ID": "1"}}))
+    assert done.value.value.result == {"ID": "1"}
+
+
+def test_redirect_to_plain_http_elsewhere_is_not_followed():
+    from airflow_provider_bitrix24.client.config import parse_connection
+    from airflow_provider_bitrix24.client.core import Engine
+
+    engine = Engine(parse_connection(host="https://old.bitrix24.com/rest/1/fake-code-0000/"))
+    flow = engine.call_flow("profile")
+    next(flow)
+    with pytest.raises(Bitrix24ResponseError):
+        flow.send(HttpResponse(302, b"", {"location": "http://evil.example.com/rest/1/x/profile"}))
