@@ -5,7 +5,7 @@ A Bitrix24 REST client with no Airflow dependency.
 request building, envelope parsing, error mapping, pacing to the portal's limits, retries, OAuth refresh,
 batching and paging.
 
-Names are loaded on first use, so that importing an error class (as operators do at DAG-parse time) does not
+The two clients are loaded on first use, so that importing the rest (as operators do at DAG-parse time) does not
 import the HTTP stacks.
 """
 
@@ -14,59 +14,38 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_bitrix24.client.config import (
+    OAuthCredentials,
+    PortalConfig,
+    RateLimit,
+    WebhookAuth,
+    parse_connection,
+)
+from airflow_provider_bitrix24.client.core import BATCH_LIMIT, BatchItem, Envelope
+from airflow_provider_bitrix24.client.errors import (
+    Bitrix24ApiError,
+    Bitrix24AuthError,
+    Bitrix24ConfigError,
+    Bitrix24Error,
+    Bitrix24MethodError,
+    Bitrix24OperationTimeLimitError,
+    Bitrix24PermissionError,
+    Bitrix24RateLimitError,
+    Bitrix24RequestError,
+    Bitrix24ResponseError,
+    Bitrix24ServerError,
+    Bitrix24TokenExpiredError,
+    Bitrix24TransportError,
+)
+from airflow_provider_bitrix24.client.oauth import TokenPair, TokenStore
+from airflow_provider_bitrix24.client.retry import RetryPolicy
+
 if TYPE_CHECKING:
     from airflow_provider_bitrix24.client.aio import AsyncBitrix24Client
-    from airflow_provider_bitrix24.client.config import (
-        OAuthCredentials,
-        PortalConfig,
-        RateLimit,
-        WebhookAuth,
-        parse_connection,
-    )
-    from airflow_provider_bitrix24.client.core import BATCH_LIMIT, BatchItem, Envelope
-    from airflow_provider_bitrix24.client.errors import (
-        Bitrix24ApiError,
-        Bitrix24AuthError,
-        Bitrix24ConfigError,
-        Bitrix24Error,
-        Bitrix24MethodError,
-        Bitrix24OperationTimeLimitError,
-        Bitrix24PermissionError,
-        Bitrix24RateLimitError,
-        Bitrix24RequestError,
-        Bitrix24ResponseError,
-        Bitrix24ServerError,
-        Bitrix24TokenExpiredError,
-        Bitrix24TransportError,
-    )
-    from airflow_provider_bitrix24.client.oauth import TokenPair, TokenStore
-    from airflow_provider_bitrix24.client.retry import RetryPolicy
     from airflow_provider_bitrix24.client.sync import Bitrix24Client
 
-_HOMES = {
-    "aio": ["AsyncBitrix24Client"],
-    "config": ["OAuthCredentials", "PortalConfig", "RateLimit", "WebhookAuth", "parse_connection"],
-    "core": ["BATCH_LIMIT", "BatchItem", "Envelope"],
-    "errors": [
-        "Bitrix24ApiError",
-        "Bitrix24AuthError",
-        "Bitrix24ConfigError",
-        "Bitrix24Error",
-        "Bitrix24MethodError",
-        "Bitrix24OperationTimeLimitError",
-        "Bitrix24PermissionError",
-        "Bitrix24RateLimitError",
-        "Bitrix24RequestError",
-        "Bitrix24ResponseError",
-        "Bitrix24ServerError",
-        "Bitrix24TokenExpiredError",
-        "Bitrix24TransportError",
-    ],
-    "oauth": ["TokenPair", "TokenStore"],
-    "retry": ["RetryPolicy"],
-    "sync": ["Bitrix24Client"],
-}
-_WHERE = {name: module for module, names in _HOMES.items() for name in names}
+_LAZY = {"Bitrix24Client": "sync", "AsyncBitrix24Client": "aio"}
+
 __all__ = [
     "BATCH_LIMIT",
     "AsyncBitrix24Client",
@@ -98,7 +77,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
+    module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
