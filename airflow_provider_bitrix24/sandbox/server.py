@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import ipaddress
 import json
 import socket
 import sys
@@ -39,6 +40,16 @@ _CHUNK = 64 * 1024
 def encode_json(payload: Any) -> bytes:
     """JSON the way PHP writes it: ASCII with ``\\uXXXX`` escapes and ``\\/`` for slashes."""
     return json.dumps(payload).replace("/", "\\/").encode("ascii")
+
+
+def _is_loopback(host: str) -> bool:
+    name = host.strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 class _Server(ThreadingHTTPServer):
@@ -320,6 +331,9 @@ class SandboxPortal:
             raise RuntimeError("a stopped sandbox portal cannot be started again; create a new one")
         if self._server is not None:
             return self
+        if not _is_loopback(self.config.host):
+            # The sandbox's credentials are public and it speaks plain HTTP: it only ever listens on loopback.
+            raise ValueError(f"host {self.config.host!r} is not a loopback address (127.0.0.0/8, ::1, localhost)")
         server_class = _Server6 if ":" in self.config.host else _Server
         server = server_class((self.config.host, self.config.port), _Handler)
         server.portal = self

@@ -76,3 +76,11 @@ def test_cli_rejects_unknown_presets():
     )
     assert proc.returncode == 2
     assert "invalid choice" in proc.stderr
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.10", "example.com"])
+def test_sandbox_refuses_to_listen_beyond_loopback(host):
+    from airflow_provider_bitrix24.sandbox import SandboxConfig, SandboxPortal
+
+    with pytest.raises(ValueError, match="not a loopback address"):
+        SandboxPortal(SandboxConfig(host=host)).start()
