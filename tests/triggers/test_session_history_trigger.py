@@ -1,0 +1,214 @@
+"""SessionHistoryTrigger and its shared poller against the sandbox portal."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import time
+
+import pytest
+from airflow.triggers.base import TriggerEvent
+
+from airflow_provider_bitrix24.sandbox.state import SEED
+from airflow_provider_bitrix24.triggers import _poller
+from airflow_provider_bitrix24.triggers.session_history import SessionHistoryTrigger
+from tests.conftest import set_conn
+
+CLASSPATH = "airflow_provider_bitrix24.triggers.session_history.SessionHistoryTrigger"
+SESSION = SEED.support_latest_session_id
+OPERATOR = SEED.operator_ids[0]
+CLIENT = SEED.client_user_ids[0]
+WEBHOOK_CODE = "sandbox-webhook-0000"
+
+
+def _trigger(**kwargs) -> SessionHistoryTrigger:
+    kwargs.setdefault("bitrix24_conn_id", "bitrix24_default")
+    kwargs.setdefault("poll_interval", 0.2)
+    return SessionHistoryTrigger(**kwargs)
+
+
+async def _events(triggers, timeout: float = 30) -> list[dict]:
+    async def one(trigger):
+        event = await trigger.run().asend(None)
+        assert isinstance(event, TriggerEvent)
+        return event.payload
+
+    return await asyncio.wait_for(asyncio.gather(*(one(t) for t in triggers)), timeout)
+
+
+def _after(sandbox) -> int:
+    return sandbox.add_message(SESSION, CLIENT, "anyone?")
+
+
+def test_serialize_round_trips_and_carries_no_secret(sandbox, webhook_conn):
+    trigger = SessionHistoryTrigger(
+        bitrix24_conn_id=webhook_conn,
+        session_id=335,
+        chat_id=1763,
+        after_message_id=85847,
+        authors=("operator", "bot"),
+        text_pattern=r"(?i)observers?",
+        min_messages=2,
+        poll_interval=30,
+    )
+    path, kwargs = trigger.serialize()
+    assert path == CLASSPATH
+    assert kwargs == {
+        "bitrix24_conn_id": "bitrix24_default",
+        "session_id": 335,
+        "chat_id": 1763,
+        "after_message_id": 85847,
+        "authors": ["operator", "bot"],
+        "text_pattern": "(?i)observers?",
+        "min_messages": 2,
+        "poll_interval": 30.0,
+    }
+    assert json.loads(json.dumps(kwargs)) == kwargs
+    module, name = path.rsplit(".", 1)
+    rebuilt = getattr(importlib.import_module(module), name)(**kwargs)
+    assert rebuilt.serialize() == (path, kwargs)
+    for text in (repr(kwargs), repr(trigger)):
+        assert WEBHOOK_CODE not in text
+        assert sandbox.base_url not in text
+
+
+def test_triggers_on_the_same_portal_share_one_batch_request(sandbox, webhook_conn):
+    sessions = [321, 335, 343, 351, 357, 365, 371]
+    triggers = [_trigger(session_id=s) for s in sessions]
+    triggers += [_trigger(session_id=335, authors=["bot"]), _trigger(chat_id=1763, authors=["client"])]
+    triggers += [_trigger(session_id=321, authors=["system"]), _trigger(session_id=321, text_pattern="Thank you")]
+    events = asyncio.run(_events(triggers))
+    assert all(e["status"] == "success" for e in events), events
+    stats = sandbox.stats()
+    assert stats["requests"] == 1
+    assert stats["by_method"] == {"batch": 1}
+    assert stats["batch_commands"] == 8  # 11 waits, 8 distinct targets
+    assert {m["session_id"] for m in events[0]["messages"]} == {321}
+    assert [m["author_type"] for m in events[7]["messages"]] == ["bot"]
+    assert {m["session_id"] for m in events[8]["messages"]} == {335}
+    assert [m["id"] for m in events[9]["messages"]] == [SEED.system_message_id]
+    assert [m["id"] for m in events[10]["messages"]] == [85809, SEED.same_text_message_id]
+    assert _poller._pollers == {}
+
+
+def test_one_session_failing_does_not_disturb_the_others(sandbox, webhook_conn):
+    after = _after(sandbox)
+    expected = sandbox.add_message(SESSION, OPERATOR, "I am here", delay=0.6)
+    denied, waiting, missing = asyncio.run(
+        _events(
+            [
+                _trigger(session_id=SEED.restricted_session_id),
+                _trigger(session_id=SESSION, after_message_id=after, authors=["operator"]),
+                _trigger(chat_id=SEED.no_session_chat_id),
+            ]
+        )
+    )
+    assert denied["status"] == "error"
+    assert denied["code"] == "ACCESS_DENIED"
+    assert denied["retryable"] is False
+    assert denied["message"].startswith("ACCESS_DENIED: ")
+    assert missing["code"] == "INVALID_SESSION_ID"
+    assert waiting["status"] == "success"
+    assert [m["id"] for m in waiting["messages"]] == [expected]
+
+
+def test_bad_credential_ends_every_wait_with_an_error_event(sandbox, monkeypatch):
+    data = json.loads(sandbox.airflow_conn_json("webhook"))
+    data["host"] = data["host"].replace(WEBHOOK_CODE, "fake-webhook-9999")
+    set_conn(monkeypatch, "b24_wrong", data)
+    triggers = [_trigger(bitrix24_conn_id="b24_wrong", session_id=s) for s in (321, 335, 343)]
+    events = asyncio.run(_events(triggers))
+    assert {e["code"] for e in events} == {"NO_AUTH_FOUND"}
+    assert all(e["status"] == "error" and e["retryable"] is False for e in events)
+    assert sandbox.stats()["requests"] == 1
+    assert "fake-webhook-9999" not in repr(events)
+
+
+def test_missing_connection_and_bad_pattern_become_error_events(sandbox, monkeypatch):
+    monkeypatch.delenv("AIRFLOW_CONN_B24_MISSING", raising=False)
+    missing, bad_pattern, no_target, bad_id = asyncio.run(
+        _events(
+            [
+                _trigger(bitrix24_conn_id="b24_missing", session_id=SESSION),
+                _trigger(session_id=SESSION, text_pattern="[unclosed"),
+                _trigger(),
+                _trigger(session_id="abc"),
+            ]
+        )
+    )
+    assert missing["status"] == "error"
+    assert missing["retryable"] is True
+    assert "b24_missing" in missing["message"]
+    assert bad_pattern == {
+        "status": "error",
+        "code": "INVALID_ARGUMENT",
+        "message": bad_pattern["message"],
+        "retryable": False,
+    }
+    assert bad_pattern["message"].startswith("text_pattern: '[unclosed' is not a valid regular expression")
+    assert no_target["code"] == "INVALID_ARGUMENT"
+    assert bad_id["code"] == "INVALID_ARGUMENT"
+    assert bad_id["message"] == "session_id: 'abc' is not a positive integer"
+    assert sandbox.stats()["requests"] == 0
+
+
+def test_each_wait_keeps_its_own_poll_interval(sandbox, webhook_conn):
+    after = _after(sandbox)
+    sandbox.add_message(SESSION, OPERATOR, "done", delay=2.2)
+
+    async def scenario():
+        fast = _trigger(session_id=SESSION, after_message_id=after, authors=["operator"], poll_interval=0.25)
+        slow = _trigger(session_id=SEED.sales_session_id, authors=["system"], poll_interval=1.0)
+        slow_task = asyncio.ensure_future(slow.run().asend(None))
+        started = time.monotonic()
+        (event,) = await _events([fast])
+        elapsed = time.monotonic() - started
+        poller = next(iter(_poller._pollers.values()))
+        (subscription,) = poller._subscriptions
+        slow_task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow_task
+        return event, elapsed, subscription.polls
+
+    event, elapsed, slow_polls = asyncio.run(scenario())
+    assert event["status"] == "success"
+    assert 2.0 <= elapsed < 4.0
+    # ~9 polls of the fast wait and ~3 of the slow one, in 1 + ~8 requests (merged when both were due).
+    assert 2 <= slow_polls <= 4
+    requests = sandbox.stats()["requests"]
+    assert 8 <= requests <= 12
+
+
+def test_cancelled_trigger_unsubscribes_and_the_idle_poller_stops(sandbox, webhook_conn):
+    after = _after(sandbox)
+
+    async def scenario():
+        task = asyncio.ensure_future(_trigger(session_id=SESSION, after_message_id=after).run().asend(None))
+        await asyncio.sleep(0.5)
+        (poller,) = _poller._pollers.values()
+        assert poller.subscriptions == 1
+        client = poller._client
+        assert client is not None
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.05)
+        return poller, client
+
+    poller, client = asyncio.run(scenario())
+    assert poller.subscriptions == 0
+    assert _poller._pollers == {}
+    assert poller._task is not None
+    assert poller._task.done()
+    assert client._http is None  # closed
+    polls = sandbox.stats()["requests"]
+    time.sleep(0.5)
+    assert sandbox.stats()["requests"] == polls  # nothing polls any more
+
+
+def test_pollers_are_separate_per_connection(sandbox, webhook_conn, monkeypatch):
+    set_conn(monkeypatch, "b24_other", sandbox.airflow_conn_json("webhook"))
+    events = asyncio.run(_events([_trigger(session_id=321), _trigger(bitrix24_conn_id="b24_other", session_id=335)]))
+    assert [e["status"] for e in events] == ["success", "success"]
+    assert sandbox.stats()["by_method"] == {"batch": 2}
