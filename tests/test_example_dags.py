@@ -54,7 +54,7 @@ def test_permanent_error_fails_after_one_try_despite_retries(sandbox, webhook_co
 
 
 @pytest.mark.parametrize("dag_id", EXAMPLES)
-def test_example_dags_follow_the_house_shape(dag_id):
+def test_example_dags_follow_the_house_shape(dag_id, airflow_db):
     for dag in [load_dag(d) for d in _dag_ids_in(dag_id)]:
         assert "example" in dag.tags
         assert dag.catchup is False

@@ -88,8 +88,10 @@ def _oauth_conn(monkeypatch, portal, refresh: str, access: str | None) -> Bitrix
     }
     if access:
         extra["access_token"] = access
-    set_conn(monkeypatch, "leak_oauth", {"conn_type": "bitrix24", "host": portal.base_url, "extra": extra})
-    return Bitrix24Hook(bitrix24_conn_id="leak_oauth", retry_policy=NO_RETRY)
+    # One connection id per test: rotated tokens kept in the Variable of one test must not feed another.
+    conn_id = f"leak_oauth_{refresh[-4:]}"
+    set_conn(monkeypatch, conn_id, {"conn_type": "bitrix24", "host": portal.base_url, "extra": extra})
+    return Bitrix24Hook(bitrix24_conn_id=conn_id, retry_policy=NO_RETRY)
 
 
 def _call(hook: Bitrix24Hook, texts: list[str]) -> None:

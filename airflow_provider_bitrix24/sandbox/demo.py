@@ -12,6 +12,7 @@ import argparse
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,8 +22,26 @@ from airflow_provider_bitrix24.sandbox import SandboxConfig, SandboxPortal
 ROOT = Path(__file__).resolve().parents[2]
 
 
+HISTORY = "imopenlines.session.history.get"
+
+
 def _no_setup(portal: SandboxPortal) -> None:
     return None
+
+
+def _conversation(portal: SandboxPortal) -> None:
+    """Once the sensor has looked at session 335, the client writes and an operator replies."""
+    before = portal.stats()["by_method"].get(HISTORY, 0)
+
+    def talk() -> None:
+        deadline = time.monotonic() + 120
+        while portal.stats()["by_method"].get(HISTORY, 0) <= before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(2)
+        portal.add_message(335, 101, "Hi! The Observers button is missing in the mobile app.")
+        portal.add_message(335, 2, "Update the app, then tap ... in the task and choose Observers.", delay=2)
+
+    threading.Thread(target=talk, name="demo-conversation", daemon=True).start()
 
 
 #: The example DAGs the demo runs, in order, with what the portal must do for each.
@@ -30,6 +49,7 @@ DEMO_DAGS: list[tuple[str, Callable[[SandboxPortal], None]]] = [
     ("example_bitrix24_hook", _no_setup),
     ("example_bitrix24_quick_answer", _no_setup),
     ("example_bitrix24_quick_answer_list", _no_setup),
+    ("example_bitrix24_session_sensor", _conversation),
 ]
 
 
