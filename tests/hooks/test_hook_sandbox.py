@@ -289,3 +289,19 @@ def test_oauth_expired_token_is_refreshed_once_and_rotated(sandbox, monkeypatch)
     # A second call reuses the new token without another refresh.
     hook.call("profile")
     assert session.refresh_count == 1
+
+
+def test_one_info_line_per_call_with_method_duration_operating_and_redacted_url(sandbox, hook, caplog, capsys):
+    caplog.set_level("INFO")
+    hook.call("profile")
+    hook.call("server.time")
+    # Airflow 2 logs through the standard logging records; Airflow 3 through structlog, printed to stdout.
+    records = [r.getMessage() for r in caplog.records if "-> HTTP" in r.getMessage()]
+    printed = [line for line in capsys.readouterr().out.splitlines() if "-> HTTP" in line]
+    lines = records or printed
+    assert len(lines) == 2, lines
+    assert "Bitrix24 profile -> HTTP 200 in " in lines[0]
+    assert "(operating " in lines[0]
+    assert f"{sandbox.base_url}/rest/1/***/profile" in lines[0]
+    assert "Bitrix24 server.time -> HTTP 200" in lines[1]
+    assert not any("sandbox-webhook-0000" in line for line in records + printed)

@@ -89,3 +89,15 @@ def test_importing_for_dag_parsing_loads_no_http_stack(module):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_connection_form_for_airflow_2():
+    pytest.importorskip("wtforms", reason="Airflow 3 reads the form from the provider info instead")
+    pytest.importorskip("flask_appbuilder")
+    from airflow_provider_bitrix24.get_provider_info import CONN_FIELDS
+
+    widgets = Bitrix24Hook.get_connection_form_widgets()
+    assert set(widgets) == set(CONN_FIELDS)
+    behaviour = Bitrix24Hook.get_ui_field_behaviour()
+    assert behaviour["relabeling"]["password"] == "Webhook code"
+    assert "port" in behaviour["hidden_fields"]
