@@ -23,6 +23,7 @@ from airflow_provider_bitrix24.history import (
     extract_messages,
     history_query,
 )
+from airflow_provider_bitrix24.validation import positive_int
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -102,8 +103,6 @@ class SessionHistorySensor(BaseSensorOperator):
 
     def _resolve(self) -> tuple[int | None, int | None, HistoryFilter]:
         """Validate the rendered arguments; fail naming the first bad one."""
-        from airflow_provider_bitrix24.operators.quick_answer import positive_int
-
         session_id = None if _unset(self.session_id) else positive_int(self.session_id, "session_id")
         chat_id = None if _unset(self.chat_id) else positive_int(self.chat_id, "chat_id")
         if session_id is None and chat_id is None:
