@@ -62,8 +62,7 @@ soak: $(VENV)/.ready
 
 ## make bench: benchmarks against the portal's limits and the alternatives; writes benchmarks/RESULTS.md.
 bench: $(VENV)/.ready
-	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --user uv
-	VIRTUAL_ENV=$(VENV) uv pip install --quiet -e ".[dev,bench]"
+	@UV=$$(command -v uv || echo "$(PYTHON) -m uv"); VIRTUAL_ENV=$(VENV) $$UV pip install --quiet -e ".[dev,bench]"
 	$(VENV)/bin/python benchmarks/run.py
 
 clean:
