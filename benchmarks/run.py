@@ -1,0 +1,76 @@
+"""
+Run the benchmarks and write ``benchmarks/RESULTS.md`` and ``benchmarks/b1.png``.
+
+    python benchmarks/run.py                 # everything, about 20 minutes on 2 cores
+    python benchmarks/run.py --quick         # a short smoke run: fewer repetitions, smaller sizes
+    python benchmarks/run.py --only B1,B3    # some of them; the others keep their last results
+    python benchmarks/run.py --report-only   # re-render RESULTS.md and the chart from results.json
+
+Raw results are kept in ``benchmarks/results.json``; RESULTS.md is rendered from it, so ``--only`` refreshes
+part of the report without losing the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import report
+from benchmarks.common import BENCH_DIR, log, machine, versions
+
+ALL = ("B1", "B2", "B3", "B4")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (fewer runs, smaller sizes)")
+    parser.add_argument("--only", default=",".join(ALL), help="comma-separated subset of B1,B2,B3,B4")
+    parser.add_argument("--output", type=Path, default=BENCH_DIR, help="where RESULTS.md and b1.png go")
+    parser.add_argument("--report-only", action="store_true", help="only re-render the report from results.json")
+    args = parser.parse_args(argv)
+    selected = [] if args.report_only else [name.strip().upper() for name in args.only.split(",") if name.strip()]
+    unknown = sorted(set(selected) - set(ALL))
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; use {', '.join(ALL)}")
+
+    from benchmarks import b1_bulk_save, b2_waiting, b3_parse_cost, b4_overhead
+
+    modules = {"B1": b1_bulk_save, "B2": b2_waiting, "B3": b3_parse_cost, "B4": b4_overhead}
+    results_path = args.output / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    home = Path(tempfile.mkdtemp(prefix="bitrix24-bench-home-"))
+    started = time.monotonic()
+    for name in ALL:
+        if name not in selected:
+            continue
+        log(f"{name} starting")
+        began = time.monotonic()
+        data = modules[name].bench(home, quick=args.quick)
+        results[name] = {
+            "data": data,
+            "quick": args.quick,
+            "measured_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "seconds": round(time.monotonic() - began, 1),
+        }
+        log(f"{name} done in {results[name]['seconds']:.0f} s")
+        results_path.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    if selected:
+        results["machine"] = machine()
+        results["versions"] = versions()
+        results_path.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    if "B1" in results:
+        b1_bulk_save.chart(results["B1"]["data"], args.output / "b1.png")
+    (args.output / "RESULTS.md").write_text(report.render(results))
+    log(f"wrote {args.output / 'RESULTS.md'} in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
