@@ -349,7 +349,12 @@ def parse_connection(
     elif not isinstance(retries_raw, bool) and str(retries_raw).strip() == "0":
         max_retries = 0
     else:
-        max_retries = _as_positive_int(retries_raw, "extra.max_retries")
+        try:
+            max_retries = _as_positive_int(retries_raw, "extra.max_retries")
+        except Bitrix24ConfigError:
+            raise Bitrix24ConfigError(
+                "extra.max_retries", f"must be a non-negative integer, got {retries_raw!r}"
+            ) from None
     return PortalConfig(
         base_url=base_url,
         auth=auth,

@@ -180,8 +180,9 @@ def parse_response(response: HttpResponse, method: str, operating: OperatingTrac
     Turn an HTTP answer into an :class:`Envelope`, or raise the matching :class:`Bitrix24Error`.
 
     Anything that is not the Bitrix24 envelope (an HTML page from a proxy, an empty or truncated body, JSON
-    without ``result``) raises :class:`Bitrix24ResponseError` with the HTTP status; it is retryable when the
-    status says the portal or a gateway was briefly unavailable.
+    without ``result``) raises :class:`Bitrix24ResponseError` with the HTTP status. An empty or unparsable body is
+    retryable whatever the status (a cut connection, as with a dropped one); well-formed JSON of the wrong shape is
+    retryable when the status says the portal or a gateway was briefly unavailable.
     """
     status = response.status
     transient = status in TRANSIENT_HTTP_STATUSES
@@ -192,7 +193,7 @@ def parse_response(response: HttpResponse, method: str, operating: OperatingTrac
             "the portal sent an empty body",
             status=status,
             method=method,
-            retryable=transient,
+            retryable=True,
         )
     try:
         data = json.loads(response.body)
@@ -203,7 +204,7 @@ def parse_response(response: HttpResponse, method: str, operating: OperatingTrac
             "a proxy or gateway may have answered instead of the portal",
             status=status,
             method=method,
-            retryable=transient,
+            retryable=True,
         ) from None
     if not isinstance(data, dict):
         raise Bitrix24ResponseError(

@@ -37,8 +37,8 @@ def test_envelope_keeps_result_time_next_and_total():
     [
         (502, b"<html><body>Bad Gateway</body></html>", "INVALID_RESPONSE", True),
         (503, b"", "EMPTY_RESPONSE", True),
-        (200, b"", "EMPTY_RESPONSE", False),
-        (200, b'{"result": [1, 2', "INVALID_RESPONSE", False),
+        (200, b"", "EMPTY_RESPONSE", True),
+        (200, b'{"result": [1, 2', "INVALID_RESPONSE", True),
         (200, b"[1, 2]", "INVALID_RESPONSE", False),
         (200, b'{"total": 3}', "INVALID_RESPONSE", False),
         (504, b'{"nothing": true}', "INVALID_RESPONSE", True),
@@ -176,10 +176,13 @@ def test_renamed_portal_redirect_is_followed_with_the_same_post():
 
 def test_redirect_to_plain_http_elsewhere_is_not_followed():
     from airflow_provider_bitrix24.client.config import parse_connection
-    from airflow_provider_bitrix24.client.core import Engine
+    from airflow_provider_bitrix24.client.core import Engine, Send, Sleep
 
     engine = Engine(parse_connection(host="https://old.bitrix24.com/rest/1/fake-code-0000/"))
     flow = engine.call_flow("profile")
     next(flow)
-    with pytest.raises(Bitrix24ResponseError):
-        flow.send(HttpResponse(302, b"", {"location": "http://evil.example.com/rest/1/x/profile"}))
+    action = flow.send(HttpResponse(302, b"", {"location": "http://evil.example.com/rest/1/x/profile"}))
+    assert isinstance(action, Sleep)  # an empty answer: retried later, at the same address
+    again = flow.send(None)
+    assert isinstance(again, Send)
+    assert again.request.url.startswith("https://old.bitrix24.com/")

@@ -126,10 +126,11 @@ def test_transient_errors_give_up_after_the_retry_budget(sandbox, hook):
     assert sandbox.stats()["requests"] == FAST.max_retries + 1
 
 
-def test_non_envelope_200_is_a_clear_error(sandbox, hook):
-    sandbox.inject_fault(
-        "profile", "raw", count=1, status=200, body='{"result": [1, 2', content_type="application/json"
-    )
+def test_truncated_200_is_retried_then_a_clear_error(sandbox, hook):
+    truncated = {"status": 200, "body": '{"result": [1, 2', "content_type": "application/json"}
+    sandbox.inject_fault("profile", "raw", count=1, **truncated)
+    assert str(hook.call("profile")["ID"]) == str(SEED.webhook_user_id)  # a cut answer is retried
+    sandbox.inject_fault("profile", "raw", count=10, **truncated)
     with pytest.raises(Bitrix24ResponseError, match=r"^INVALID_RESPONSE: the answer is not JSON .*HTTP 200"):
         hook.call("profile")
 
