@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from airflow_provider_bitrix24.sandbox.stats import peak_in_window
 from benchmarks.common import (
     BURST,
     HISTORY,
@@ -35,7 +36,6 @@ from benchmarks.common import (
     BenchPortal,
     emit,
     log,
-    peak_in_window,
     percentile,
     refused_by_bucket,
     run_worker,

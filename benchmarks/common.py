@@ -28,6 +28,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from airflow_provider_bitrix24.sandbox import stats
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "benchmarks"
 RESULT_PREFIX = "RESULT "
@@ -60,28 +62,8 @@ def ideal_seconds(requests: int, burst: int = BURST, per_second: float = PER_SEC
 
 
 def refused_by_bucket(times: Iterable[float], burst: int = BURST, per_second: float = PER_SECOND) -> int:
-    """How many requests sent at these times the portal's leaky bucket would refuse."""
-    level, last, refused = 0.0, None, 0
-    for stamp in sorted(times):
-        if last is not None:
-            level = max(0.0, level - (stamp - last) * per_second)
-        last = stamp
-        if level > burst:
-            refused += 1
-        else:
-            level += 1
-    return refused
-
-
-def peak_in_window(times: Iterable[float], window: float) -> int:
-    """The most requests inside any ``window`` seconds."""
-    ordered = sorted(times)
-    best, start = 0, 0
-    for end, stamp in enumerate(ordered):
-        while stamp - ordered[start] > window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
+    """How many requests sent at these times the standard portal's leaky bucket would refuse."""
+    return stats.refused_by_bucket(times, burst, per_second)
 
 
 # --------------------------------------------------------------------------- TLS in front of the sandbox

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -65,3 +66,33 @@ class Stats:
                 "oauth_requests": self._oauth_requests,
                 "log": [list(entry) for entry in self._log],
             }
+
+
+def refused_by_bucket(times: Iterable[float], burst: int, per_second: float) -> int:
+    """
+    How many requests sent at these times a portal's leaky bucket would refuse.
+
+    Replays a request log (``stats()["log"]`` timestamps) through the bucket the portal applies: the counter
+    drains at ``per_second`` and a request is refused while it is above ``burst``.
+    """
+    level, last, refused = 0.0, None, 0
+    for stamp in sorted(times):
+        if last is not None:
+            level = max(0.0, level - (stamp - last) * per_second)
+        last = stamp
+        if level > burst:
+            refused += 1
+        else:
+            level += 1
+    return refused
+
+
+def peak_in_window(times: Iterable[float], window: float) -> int:
+    """The most requests inside any ``window`` seconds of a request log."""
+    ordered = sorted(times)
+    best, start = 0, 0
+    for end, stamp in enumerate(ordered):
+        while stamp - ordered[start] > window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_bitrix24.client import limits
+from airflow_provider_bitrix24.sandbox.stats import peak_in_window, refused_by_bucket
 from airflow_provider_bitrix24.triggers import _poller
 from airflow_provider_bitrix24.triggers.session_history import SessionHistoryTrigger
 from tests.conftest import set_conn
@@ -102,30 +103,6 @@ def _pool_sessions(portal: RemotePortal, count: int) -> tuple[list[int], int]:
     pool = range(seed["extra_session_ids"]["start"], seed["extra_session_ids"]["stop"])
     assert len(pool) >= count
     return list(pool[:count]), seed["bulk_message_ids"]["stop"] - 1 + len(pool)
-
-
-def refused_by_bucket(times: list[float], burst: int, per_second: float) -> int:
-    """How many of these request times the portal's leaky bucket would have refused."""
-    level, last, refused = 0.0, None, 0
-    for stamp in sorted(times):
-        if last is not None:
-            level = max(0.0, level - (stamp - last) * per_second)
-        last = stamp
-        if level > burst:
-            refused += 1
-        else:
-            level += 1
-    return refused
-
-
-def peak_in_window(times: list[float], window: float) -> int:
-    times = sorted(times)
-    best, start = 0, 0
-    for end, stamp in enumerate(times):
-        while stamp - times[start] > window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 async def _wait_all(triggers: list[SessionHistoryTrigger], timeout: float) -> list[tuple[dict[str, Any], float]]:
