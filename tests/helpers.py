@@ -71,3 +71,19 @@ def run_dag(dag_id: str, **kwargs: Any) -> DagRunResult:
                         value = json.loads(value)
                 result.xcoms[row.task_id] = value
     return result
+
+
+def oauth_connection(portal: Any, tokens: dict[str, Any]) -> dict[str, Any]:
+    """An OAuth connection to a sandbox portal holding the given token pair."""
+    return {
+        "conn_type": "bitrix24",
+        "host": portal.base_url,
+        "extra": {
+            "auth_type": "oauth",
+            "client_id": portal.oauth_client_id,
+            "client_secret": portal.oauth_client_secret,
+            "refresh_token": tokens["refresh_token"],
+            "access_token": tokens["access_token"],
+            "oauth_url": portal.oauth_url,
+        },
+    }

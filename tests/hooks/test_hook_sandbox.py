@@ -26,7 +26,7 @@ from airflow_provider_bitrix24.client import (
 )
 from airflow_provider_bitrix24.hooks.bitrix24 import Bitrix24Hook
 from airflow_provider_bitrix24.sandbox.state import SEED
-from tests.helpers import set_conn
+from tests.helpers import oauth_connection, set_conn
 
 FAST = RetryPolicy(max_retries=3, base_delay=0.01, max_delay=0.05, jitter=0.0, server_cutoff=1.0)
 
@@ -262,22 +262,7 @@ def test_burst_from_one_process_draws_no_query_limit_exceeded(sandbox, webhook_c
 
 def test_oauth_expired_token_is_refreshed_once_and_rotated(sandbox, monkeypatch):
     tokens = sandbox.issue_oauth_tokens(expired=True)
-    set_conn(
-        monkeypatch,
-        "b24_oauth",
-        {
-            "conn_type": "bitrix24",
-            "host": sandbox.base_url,
-            "extra": {
-                "auth_type": "oauth",
-                "client_id": sandbox.oauth_client_id,
-                "client_secret": sandbox.oauth_client_secret,
-                "refresh_token": tokens["refresh_token"],
-                "access_token": tokens["access_token"],
-                "oauth_url": sandbox.oauth_url,
-            },
-        },
-    )
+    set_conn(monkeypatch, "b24_oauth", oauth_connection(sandbox, tokens))
     hook = Bitrix24Hook(bitrix24_conn_id="b24_oauth")
     assert str(hook.call("profile")["ID"])
     session = hook.client.engine.oauth

@@ -7,7 +7,7 @@ import logging
 from airflow_provider_bitrix24.client import oauth
 from airflow_provider_bitrix24.client.oauth import TokenPair
 from airflow_provider_bitrix24.hooks.bitrix24 import Bitrix24Hook, VariableTokenStore
-from tests.helpers import set_conn
+from tests.helpers import oauth_connection, set_conn
 
 
 def test_store_round_trip(airflow_db):
@@ -21,22 +21,7 @@ def test_store_round_trip(airflow_db):
 
 def test_next_process_uses_the_rotated_pair_not_the_stale_extras(sandbox, monkeypatch, airflow_db):
     tokens = sandbox.issue_oauth_tokens(expired=True)
-    set_conn(
-        monkeypatch,
-        "b24_rotation",
-        {
-            "conn_type": "bitrix24",
-            "host": sandbox.base_url,
-            "extra": {
-                "auth_type": "oauth",
-                "client_id": sandbox.oauth_client_id,
-                "client_secret": sandbox.oauth_client_secret,
-                "refresh_token": tokens["refresh_token"],
-                "access_token": tokens["access_token"],
-                "oauth_url": sandbox.oauth_url,
-            },
-        },
-    )
+    set_conn(monkeypatch, "b24_rotation", oauth_connection(sandbox, tokens))
     first = Bitrix24Hook(bitrix24_conn_id="b24_rotation")
     first.call("profile")
     stored = VariableTokenStore("b24_rotation", logging.getLogger(__name__)).load()
