@@ -66,12 +66,6 @@ class LeakyBucket:
             self._drain(self._clock())
             self._level = max(self._level, self._capacity)
 
-    @property
-    def level(self) -> float:
-        with self._lock:
-            self._drain(self._clock())
-            return self._level
-
 
 _buckets: dict[str, LeakyBucket] = {}
 _buckets_lock = threading.Lock()
@@ -133,8 +127,3 @@ class OperatingTracker:
             if usage is None or usage.operating <= self.limit or usage.reset_at is None:
                 return 0.0
             return max(0.0, usage.reset_at - self._clock())
-
-    def operating(self, method: str) -> float:
-        with self._lock:
-            usage = self._usage.get(method.lower())
-            return usage.operating if usage else 0.0

@@ -141,10 +141,6 @@ class Bitrix24Client:
         """Call ``method`` and return its ``result``."""
         return self.run(self.engine.call_flow(method, params)).result
 
-    def call_envelope(self, method: str, params: Mapping[str, Any] | None = None) -> Any:
-        """Call ``method`` and return the whole :class:`~airflow_provider_bitrix24.client.core.Envelope`."""
-        return self.run(self.engine.call_flow(method, params))
-
     def batch(self, commands: Sequence[Command] | Mapping[str, Command], *, halt: bool = False) -> list[BatchItem]:
         """Run commands through ``batch`` (any number, 50 per request); one :class:`BatchItem` per command."""
         result: list[BatchItem] = self.run(self.engine.batch_flow(commands, halt=halt))

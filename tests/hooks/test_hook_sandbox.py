@@ -196,8 +196,14 @@ def test_batch_falls_back_to_single_calls_for_methods_not_allowed_in_batch(sandb
 
 
 def test_list_all_follows_next(sandbox, hook):
-    sandbox.configure(list_page_size=2)
-    assert hook.list_all("methods")  # at least one page, following ``next`` until it is absent
+    everyone = hook.list_all("user.get")  # one page holds them all by default
+    assert len(everyone) > 2
+    sandbox.reset()
+    sandbox.configure(rate_limit_enabled=False, list_page_size=2)
+    paged = hook.list_all("user.get")
+    assert [u["ID"] for u in paged] == [u["ID"] for u in everyone]
+    assert sandbox.stats()["by_method"]["user.get"] == -(-len(everyone) // 2)  # one request per page
+    assert [u["ID"] for u in hook.list_all("user.get", limit=3)] == [u["ID"] for u in everyone[:3]]
 
 
 def test_test_connection_reports_user_and_scopes(hook):
