@@ -13,25 +13,42 @@ COMMA := ,
 
 .PHONY: demo test lint unit-airflow3 unit-airflow2 bench soak e2e venvs clean
 
-# A venv is (re)built only when pyproject.toml or the Airflow version changed. $(3): the extras to install.
+# A venv is (re)built only when pyproject.toml, the Airflow version or the Python version changed.
+# $(1): the venv, $(2): the Airflow version, $(3): the extras, $(4): the Python interpreter.
+# Everything is installed into the venv by naming its interpreter; nothing ever goes into the interpreter that
+# runs make. uv is installed into the venv itself (pip falls back when it cannot be), so neither uv on PATH nor a
+# writable home is needed. The venv is checked (Airflow version, the checkout's package, the dev tools) before it
+# is called ready.
 define make_venv
-	@set -e; stamp="$(1)/.installed-$(2)-$$(sha1sum pyproject.toml | cut -c1-12)"; \
+	@set -e; py="$(4)"; \
+	if [ -z "$$py" ] || ! "$$py" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then \
+	  echo "$(1): needs Python 3.10 or newer; got '$$py' (set $(if $(5),$(5),PYTHON)=/path/to/python3.x)" >&2; exit 1; \
+	fi; \
+	pyver=$$("$$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+	stamp="$(1)/.installed-$(2)-py$$pyver-$$(cat pyproject.toml | sha1sum | cut -c1-12)"; \
 	if [ ! -f "$$stamp" ]; then \
-	  command -v uv >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --user uv || $(PYTHON) -m pip install --quiet uv; \
-	  UV=$$(command -v uv || echo "$(PYTHON) -m uv"); \
-	  [ -x "$(1)/bin/python" ] || $$UV venv --quiet --python "$(PYTHON)" "$(1)"; \
-	  VIRTUAL_ENV="$(1)" $$UV pip install --quiet -e ".[$(3)]" "apache-airflow==$(2)"; \
+	  if [ -x "$(1)/bin/python" ] && [ "$$("$(1)/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" != "$$pyver" ]; then \
+	    rm -rf "$(1)"; \
+	  fi; \
+	  [ -x "$(1)/bin/python" ] || "$$py" -m venv "$(1)"; \
+	  "$(1)/bin/python" -m pip install --quiet --disable-pip-version-check "uv>=0.5" >/dev/null 2>&1 || true; \
+	  if [ -x "$(1)/bin/uv" ]; then \
+	    "$(1)/bin/uv" pip install --quiet --python "$(1)/bin/python" -e ".[$(3)]" "apache-airflow==$(2)"; \
+	  else \
+	    "$(1)/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[$(3)]" "apache-airflow==$(2)"; \
+	  fi; \
+	  "$(1)/bin/python" .ci/check_venv.py "$(1)" "$(2)" "$(CURDIR)"; \
 	  rm -f "$(1)"/.installed-*; touch "$$stamp"; \
-	  echo "$(1): Airflow $(2) ready"; \
+	  echo "$(1): Airflow $(2) on Python $$pyver ready"; \
 	fi
 endef
 
 $(VENV)/.ready: pyproject.toml
-	$(call make_venv,$(VENV),$(AIRFLOW3),dev)
+	$(call make_venv,$(VENV),$(AIRFLOW3),dev,$(PYTHON))
 	@touch $@
 
 $(VENV2)/.ready: pyproject.toml
-	$(call make_venv,$(VENV2),$(AIRFLOW2),dev)
+	$(call make_venv,$(VENV2),$(AIRFLOW2),dev,$(PYTHON))
 	@touch $@
 
 venvs: $(VENV)/.ready $(VENV2)/.ready
@@ -64,7 +81,7 @@ soak: $(VENV)/.ready
 
 # The peers of the benchmarks pin some shared packages; they get a venv of their own.
 $(VENV_BENCH)/.ready: pyproject.toml
-	$(call make_venv,$(VENV_BENCH),$(AIRFLOW3),dev$(COMMA)bench)
+	$(call make_venv,$(VENV_BENCH),$(AIRFLOW3),dev$(COMMA)bench,$(PYTHON))
 	@touch $@
 
 ## make bench: benchmarks against the portal's limits and the alternatives; writes benchmarks/RESULTS.md.
