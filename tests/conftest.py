@@ -55,7 +55,7 @@ def sandbox(_portal):
 
     _portal.reset()
     _portal.configure(rate_limit_enabled=False)
-    limits._buckets.clear()
+    limits.forget_limits()
     oauth.forget_oauth_sessions()
     yield _portal
     _portal.reset()

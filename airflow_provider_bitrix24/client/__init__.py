@@ -30,14 +30,17 @@ from airflow_provider_bitrix24.client.errors import (
     Bitrix24MethodError,
     Bitrix24OperationTimeLimitError,
     Bitrix24PermissionError,
+    Bitrix24PortalMovedError,
     Bitrix24RateLimitError,
     Bitrix24RequestError,
     Bitrix24ResponseError,
     Bitrix24ServerError,
     Bitrix24TokenExpiredError,
+    Bitrix24TokenStoreError,
     Bitrix24TransportError,
 )
-from airflow_provider_bitrix24.client.oauth import TokenPair, TokenStore
+from airflow_provider_bitrix24.client.limits import Limiter, LocalLimiter
+from airflow_provider_bitrix24.client.oauth import MemoryTokenStore, TokenPair, TokenStore
 from airflow_provider_bitrix24.client.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -58,13 +61,18 @@ __all__ = [
     "Bitrix24MethodError",
     "Bitrix24OperationTimeLimitError",
     "Bitrix24PermissionError",
+    "Bitrix24PortalMovedError",
     "Bitrix24RateLimitError",
     "Bitrix24RequestError",
     "Bitrix24ResponseError",
     "Bitrix24ServerError",
     "Bitrix24TokenExpiredError",
+    "Bitrix24TokenStoreError",
     "Bitrix24TransportError",
     "Envelope",
+    "Limiter",
+    "LocalLimiter",
+    "MemoryTokenStore",
     "OAuthCredentials",
     "PortalConfig",
     "RateLimit",

@@ -1,16 +1,26 @@
-"""The asynchronous client: the core's flows performed over an ``httpx.AsyncClient``."""
+"""
+The asynchronous client: the core's flows performed over an ``httpx.AsyncClient`` and asyncio tasks.
+
+Built for a triggerer, whose one event loop runs every deferred task of a deployment: nothing here blocks the
+loop. No thread lock is ever taken on it (the OAuth refresh is serialised by an ``asyncio.Lock``), the token store
+and the masker are called through their async APIs, ``timeout`` bounds each whole answer, and large bodies are
+decoded in a worker thread.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
+from typing import Any, Final
 
 import httpx
 
 from airflow_provider_bitrix24.client.config import PortalConfig
 from airflow_provider_bitrix24.client.core import (
     USER_AGENT,
+    Acquire,
     BatchItem,
     Command,
     Engine,
@@ -18,14 +28,31 @@ from airflow_provider_bitrix24.client.core import (
     HttpRequest,
     HttpResponse,
     Refresh,
+    Report,
     Send,
     Sleep,
+    SyncTokens,
+    decode_json,
 )
 from airflow_provider_bitrix24.client.errors import (
     Bitrix24Error,
     Bitrix24ResponseError,
+    Bitrix24TokenStoreError,
     Bitrix24TransportError,
 )
+from airflow_provider_bitrix24.client.oauth import (
+    LoadTokens,
+    NewSecrets,
+    SaveTokens,
+    TokenAnswer,
+    TokenRequest,
+    Wait,
+    token_store_error,
+)
+from airflow_provider_bitrix24.client.pipeline import MAX_IN_FLIGHT, BatchRun, Job, Progress
+
+#: Bodies larger than this are decoded in a worker thread, off the event loop.
+DECODE_OFF_LOOP: Final = 256 * 1024
 
 
 class AsyncBitrix24Client:
@@ -37,7 +64,8 @@ class AsyncBitrix24Client:
 
     :param config: The portal settings.
     :param sleep: How to wait; tests inject a fake.
-    :param kwargs: Passed to :class:`~airflow_provider_bitrix24.client.core.Engine`.
+    :param kwargs: Passed to :class:`~airflow_provider_bitrix24.client.core.Engine`; ``on_new_secret`` may be a
+        coroutine function (Airflow's ``amask_secret``).
     """
 
     def __init__(
@@ -64,6 +92,7 @@ class AsyncBitrix24Client:
                 timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0)),
                 follow_redirects=False,
                 headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+                limits=httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=16),
             )
         return self._http
 
@@ -78,90 +107,193 @@ class AsyncBitrix24Client:
             await self._http.aclose()
             self._http = None
 
-    async def _send(self, request: HttpRequest) -> HttpResponse:
-        limit = self.config.max_body_bytes
+    # -- transport
+
+    async def _fetch(
+        self,
+        method: str,
+        url: str,
+        rest_method: str,
+        *,
+        json_body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> HttpResponse:
+        timeout = self.config.timeout
         failure: Bitrix24Error | None = None
         try:
-            async with self.http.stream(request.method, request.url, json=request.json) as response:
-                buffer = bytearray()
-                async for chunk in response.aiter_bytes():
-                    buffer += chunk
-                    if len(buffer) > limit:
-                        failure = Bitrix24ResponseError(
-                            "RESPONSE_TOO_LARGE",
-                            f"the answer exceeds {limit} bytes",
-                            status=response.status_code,
-                            method=request.rest_method,
-                        )
-                        break
-                if failure is None:
-                    return HttpResponse(
-                        response.status_code,
-                        bytes(buffer),
-                        {k.lower(): v for k, v in response.headers.items()},
-                    )
-        except httpx.TimeoutException:
-            failure = Bitrix24TransportError(
-                "TIMEOUT", f"no answer within {self.config.timeout:g} s", method=request.rest_method
+            response = await asyncio.wait_for(
+                self._exchange(method, url, rest_method, json_body=json_body, params=params), timeout
             )
+        except (asyncio.TimeoutError, httpx.TimeoutException):  # noqa: UP041 - not TimeoutError on Python 3.10
+            failure = Bitrix24TransportError("TIMEOUT", f"no whole answer within {timeout:g} s", method=rest_method)
         except httpx.HTTPError as exc:
             failure = Bitrix24TransportError(
                 "CONNECTION_FAILED",
                 f"the connection failed or was dropped before an answer ({type(exc).__name__})",
-                method=request.rest_method,
+                method=rest_method,
             )
+        else:
+            if len(response.body) > DECODE_OFF_LOOP:
+                parsed = await asyncio.to_thread(decode_json, response.body)
+                response = HttpResponse(response.status, response.body, response.headers, parsed)
+            return response
         # Raised here, outside the except blocks, so that httpx's exception (its text holds the URL) is not
         # attached as context.
-        assert failure is not None
         raise failure
 
-    async def _refresh(self, failed_token: str | None) -> None:
-        # The refresh is rare and serialised by a thread lock shared with sync clients, so it runs in a thread
-        # over a short-lived sync transport rather than blocking the event loop.
-        from airflow_provider_bitrix24.client.sync import SyncTransport
+    async def _exchange(
+        self,
+        method: str,
+        url: str,
+        rest_method: str,
+        *,
+        json_body: Mapping[str, Any] | None,
+        params: Mapping[str, str] | None,
+    ) -> HttpResponse:
+        limit = self.config.max_body_bytes
+        async with self.http.stream(method, url, json=json_body, params=params) as response:
+            buffer = bytearray()
+            async for chunk in response.aiter_bytes():
+                buffer += chunk
+                if len(buffer) > limit:
+                    raise Bitrix24ResponseError(
+                        "RESPONSE_TOO_LARGE",
+                        f"the answer exceeds {limit} bytes",
+                        status=response.status_code,
+                        method=rest_method,
+                    )
+            return HttpResponse(
+                response.status_code, bytes(buffer), {k.lower(): v for k, v in response.headers.items()}
+            )
 
-        oauth = self.engine.oauth
-        assert oauth is not None
-        transport = SyncTransport(self.config)
-        try:
-            await asyncio.to_thread(oauth.refresh, failed_token, transport.token_fetch)
-        finally:
-            transport.close()
+    async def _send(self, request: HttpRequest) -> HttpResponse:
+        return await self._fetch(request.method, request.url, request.rest_method, json_body=request.json)
+
+    # -- driving flows
 
     async def run(self, flow: Flow) -> Any:
         """Drive a core flow to its end, performing each action it yields."""
-        value: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                action = flow.throw(error) if error is not None else flow.send(value)
-            except StopIteration as stop:
-                return stop.value
-            value, error = None, None
-            try:
-                if isinstance(action, Send):
-                    value = await self._send(action.request)
-                elif isinstance(action, Sleep):
-                    await self.sleep(action.seconds)
-                elif isinstance(action, Refresh):
-                    await self._refresh(action.failed_token)
-            except Bitrix24Error as exc:
-                error = exc
+        return await _drive(flow, self._perform)
+
+    async def _perform(self, action: Any) -> Any:
+        engine = self.engine
+        if isinstance(action, Send):
+            return await self._send(action.request)
+        if isinstance(action, Sleep):
+            await self.sleep(action.seconds)
+        elif isinstance(action, Acquire):
+            return await engine.limiter.aacquire(action.method, action.force)
+        elif isinstance(action, Report):
+            if action.kind == "rejected":
+                await engine.limiter.areport_rejected()
+            else:
+                await engine.limiter.areport_blocked(action.method, action.until)
+        elif isinstance(action, Refresh):
+            oauth = engine.oauth
+            assert oauth is not None
+            # An asyncio lock for this loop's coroutines; the thread lock of sync callers is never taken here.
+            async with oauth.loop_lock(), engine.limiter.arefresh_lock(oauth.chain):
+                await _drive(oauth.refresh_flow(action.failed_token), self._perform_oauth)
+        elif isinstance(action, SyncTokens):
+            assert engine.oauth is not None
+            await _drive(engine.oauth.sync_flow(), self._perform_oauth)
+        else:
+            raise TypeError(f"unknown action {action!r}")
+        return None
+
+    async def _perform_oauth(self, action: Any) -> Any:
+        store = self.engine.token_store
+        if isinstance(action, TokenRequest):
+            response = await self._fetch("GET", action.url, "oauth/token", params=action.params)
+            return TokenAnswer(response.status, response.body)
+        if isinstance(action, LoadTokens):
+            return await store.aload() if store is not None else None
+        if isinstance(action, SaveTokens):
+            if store is not None:
+                try:
+                    await store.asave(action.pair)
+                except Bitrix24TokenStoreError:
+                    raise
+                except Exception as exc:
+                    raise token_store_error(store.key, exc) from None
+        elif isinstance(action, NewSecrets):
+            callback = self.engine.on_new_secret
+            if callback is not None:
+                for secret in action.values:
+                    result = callback(secret)
+                    if inspect.isawaitable(result):
+                        await result
+        elif isinstance(action, Wait):
+            await self.sleep(action.seconds)
+        else:
+            raise TypeError(f"unknown action {action!r}")
+        return None
+
+    # -- calls
 
     async def call(self, method: str, params: Mapping[str, Any] | None = None) -> Any:
         """Call ``method`` and return its ``result``."""
         return (await self.run(self.engine.call_flow(method, params))).result
 
     async def batch(
-        self, commands: Sequence[Command] | Mapping[str, Command], *, halt: bool = False
+        self,
+        commands: Sequence[Command] | Mapping[str, Command],
+        *,
+        halt: bool = False,
+        stop_codes: frozenset[str] = frozenset(),
+        on_progress: Callable[[Progress], None] | None = None,
     ) -> list[BatchItem]:
-        """Run commands through ``batch`` (any number, 50 per request); one :class:`BatchItem` per command."""
-        result: list[BatchItem] = await self.run(self.engine.batch_flow(commands, halt=halt))
-        return result
+        """
+        Run commands through ``batch`` (any number, 50 per request, several requests in flight as the portal
+        allows); one :class:`BatchItem` per command, in input order.
+        """
+        run = BatchRun(self.engine, commands, halt=halt, stop_codes=stop_codes, on_progress=on_progress)
+        tasks: dict[asyncio.Task[tuple[Any, float]], Job] = {}
+        try:
+            while not run.done:
+                while (job := run.next_job()) is not None:
+                    tasks[asyncio.ensure_future(self._timed(run.job_flow(job)))] = job
+                if not tasks:
+                    await self.sleep(run.wake_in() or 0.0)
+                    continue
+                finished, _ = await asyncio.wait(tasks, timeout=run.wake_in(), return_when=asyncio.FIRST_COMPLETED)
+                for task in finished:
+                    run.finish(tasks.pop(task), *task.result())
+        except BaseException as exc:
+            run.fatal = run.fatal or exc
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        return run.results()
+
+    async def _timed(self, flow: Flow) -> tuple[Any, float]:
+        started = time.monotonic()
+        try:
+            outcome: Any = await self.run(flow)
+        except Exception as exc:
+            outcome = exc
+        return outcome, time.monotonic() - started
 
     async def list_all(
         self, method: str, params: Mapping[str, Any] | None = None, limit: int | None = None
     ) -> list[Any]:
-        """Every item of a list method, following ``next``."""
+        """Every row of a list method, following ``next``; ``limit`` counts rows."""
         items: list[Any] = await self.run(self.engine.list_flow(method, params, limit))
         return items
+
+
+async def _drive(flow: Generator[Any, Any, Any], perform: Callable[[Any], Awaitable[Any]]) -> Any:
+    """Run a flow to its end: perform each action it yields, send the answer back, throw client errors in."""
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            action = flow.throw(error) if error is not None else flow.send(value)
+        except StopIteration as stop:
+            return stop.value
+        value, error = None, None
+        try:
+            value = await perform(action)
+        except Bitrix24Error as exc:
+            error = exc

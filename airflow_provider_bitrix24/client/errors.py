@@ -141,6 +141,18 @@ class Bitrix24MethodError(Bitrix24ApiError):
     """A method-level error, such as ``CHAT_ID`` or ``CANT_SAVE_QUICK_ANSWER``; permanent."""
 
 
+class Bitrix24TokenStoreError(Bitrix24AuthError):
+    """
+    The portal rotated the OAuth refresh token, but the new pair could not be stored for the other processes.
+
+    Bitrix24 refresh tokens work once: a pair that is not stored leaves every other process with a spent token.
+    """
+
+
+class Bitrix24PortalMovedError(Bitrix24RequestError):
+    """The portal answered with a redirect to an address the client will not send credentials to."""
+
+
 #: Every documented error code: the exception class it maps to and whether a retry may help.
 #: Codes are matched case-sensitively first, then upper-cased (the portal mixes cases).
 ERROR_CODES: Final[dict[str, tuple[type[Bitrix24ApiError], bool]]] = {
@@ -164,8 +176,11 @@ ERROR_CODES: Final[dict[str, tuple[type[Bitrix24ApiError], bool]]] = {
     "invalid_grant": (Bitrix24AuthError, False),
     "invalid_client": (Bitrix24AuthError, False),
     "invalid_request": (Bitrix24AuthError, False),
-    "invalid_scope": (Bitrix24AuthError, False),
+    "invalid_scope": (Bitrix24PermissionError, False),
     "PAYMENT_REQUIRED": (Bitrix24AuthError, False),
+    "wrong_client": (Bitrix24AuthError, False),
+    "ERROR_OAUTH": (Bitrix24AuthError, False),
+    "NOT_INSTALLED": (Bitrix24AuthError, False),
     # Permissions, scopes, plans.
     "insufficient_scope": (Bitrix24PermissionError, False),
     "ACCESS_DENIED": (Bitrix24PermissionError, False),
@@ -173,6 +188,7 @@ ERROR_CODES: Final[dict[str, tuple[type[Bitrix24ApiError], bool]]] = {
     "user_access_error": (Bitrix24PermissionError, False),
     "WRONG_AUTH_TYPE": (Bitrix24PermissionError, False),
     "METHOD_CONFIRM_DENIED": (Bitrix24PermissionError, False),
+    "INVALID_SCOPE": (Bitrix24PermissionError, False),
     # Malformed requests.
     "INVALID_REQUEST": (Bitrix24RequestError, False),
     "ERROR_METHOD_NOT_FOUND": (Bitrix24RequestError, False),
@@ -189,10 +205,30 @@ ERROR_CODES: Final[dict[str, tuple[type[Bitrix24ApiError], bool]]] = {
 TRANSIENT_HTTP_STATUSES: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
+#: The code given to an error answer whose ``error`` is empty or missing.
+UNKNOWN_ERROR: Final = "UNKNOWN_ERROR"
+
+
 def error_from_payload(
     code: str, description: str, *, status: int | None, method: str | None, unblocks_at: float | None = None
 ) -> Bitrix24ApiError:
-    """Build the exception for an ``{"error": code, "error_description": description}`` answer."""
+    """
+    Build the exception for an ``{"error": code, "error_description": description}`` answer.
+
+    An empty code still gives a readable error: ``UNKNOWN_ERROR`` with whatever the portal said, retryable only
+    when the HTTP status says the portal was briefly unavailable.
+    """
+    code = code.strip()
+    if not code:
+        said = f"; it said: {description}" if description.strip() else ""
+        transient = status in TRANSIENT_HTTP_STATUSES
+        return Bitrix24ServerError(
+            UNKNOWN_ERROR,
+            f"the portal answered an error without a code{said}",
+            status=status,
+            method=method,
+            retryable=transient,
+        )
     cls, retryable = ERROR_CODES.get(code) or ERROR_CODES.get(code.upper()) or (Bitrix24MethodError, False)
     err = cls(code, description, status=status, method=method, retryable=retryable)
     if isinstance(err, Bitrix24OperationTimeLimitError):

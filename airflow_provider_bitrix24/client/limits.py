@@ -2,32 +2,86 @@
 Client-side copies of the portal's two limits, so that the client waits instead of drawing errors.
 
 * :class:`LeakyBucket` mirrors the request-rate limit: every HTTP request adds one unit, the bucket drains at
-  ``per_second`` and holds ``burst`` units. One bucket is shared by every client of the same portal in the
-  process (:func:`shared_bucket`), from any thread or event loop: reserving a slot is a short computation under
-  a lock, and the caller then sleeps (``time.sleep`` or ``asyncio.sleep``) outside it.
-* :class:`OperatingTracker` remembers ``time.operating`` and ``time.operating_reset_at`` per method, as the
-  portal reports them, to know when a method blocked by ``OPERATION_TIME_LIMIT`` unblocks.
+  ``per_second`` and holds ``burst`` units. The portal keeps one bucket per portal, so one bucket is shared by every
+  client of the same portal in the process (:func:`shared_bucket`), from any thread or event loop: reserving a slot
+  is a short computation under a lock (no I/O ever happens under it), and the caller then sleeps outside it.
+* :class:`OperatingTracker` remembers each method's ``time.operating`` and ``time.operating_reset_at`` as the portal
+  reports them for one credential, and which methods are blocked by ``OPERATION_TIME_LIMIT`` until when.
+
+:class:`Limiter` is what the client asks before each request; :class:`LocalLimiter` keeps both in this process.
+When several processes share a portal, :mod:`airflow_provider_bitrix24.client.limits_redis` keeps them in Redis.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple, Protocol
 
-from airflow_provider_bitrix24.client.config import RateLimit
+from airflow_provider_bitrix24.client.coerce import as_seconds
+from airflow_provider_bitrix24.client.config import OAuthCredentials, PortalConfig, RateLimit, WebhookAuth
 
 #: The client paces at this share of the portal's drain rate, to absorb clock differences.
 RATE_SAFETY: Final = 0.98
 #: Default operating-time budget of one method per 10 minutes, in seconds.
 OPERATING_LIMIT: Final = 480.0
+#: The portal's operating window; a reset announced further ahead than this (plus slack) is not believed.
+OPERATING_WINDOW: Final = 600.0
+#: How long a method blocked by ``OPERATION_TIME_LIMIT`` is held when the portal did not say until when.
+UNKNOWN_BLOCK: Final = 10.0
+
+
+class Grant(NamedTuple):
+    """
+    The answer to "may I send a request of this method?".
+
+    :param wait: Seconds to wait before sending; the slot is booked.
+    :param blocked_until: Unix time at which the method unblocks; when set, nothing was booked.
+    """
+
+    wait: float
+    blocked_until: float | None = None
+
+
+class Limiter(Protocol):
+    """
+    What every client of one portal must agree on before sending: the request budget and the blocked methods.
+
+    The ``a``-prefixed twins are for event loops; a backend without I/O implements them by calling the plain ones.
+    """
+
+    def acquire(self, method: str, force: bool = False) -> Grant: ...
+
+    async def aacquire(self, method: str, force: bool = False) -> Grant: ...
+
+    def report_rejected(self) -> None: ...
+
+    async def areport_rejected(self) -> None: ...
+
+    def report_blocked(self, method: str, until: float) -> None: ...
+
+    async def areport_blocked(self, method: str, until: float) -> None: ...
+
+    def observe(self, method: str, time_block: Mapping[str, Any] | None) -> float | None: ...
+
+    def blocked_until(self, method: str) -> float | None: ...
+
+    def unblocks_at(self, method: str) -> float | None: ...
+
+    def operating(self, method: str) -> float: ...
+
+    def refresh_lock(self, name: str) -> contextlib.AbstractContextManager[None]: ...
+
+    def arefresh_lock(self, name: str) -> contextlib.AbstractAsyncContextManager[None]: ...
 
 
 class LeakyBucket:
     """
-    A leaky bucket of ``burst`` units draining at ``per_second``, as the portal keeps one per source IP.
+    A leaky bucket of ``burst`` units draining at ``per_second``, as the portal keeps one per portal.
 
     :meth:`reserve` books one unit and returns how long the caller must wait before sending, so that the
     portal's counter, which is checked before each request, never goes above ``burst``.
@@ -67,13 +121,177 @@ class LeakyBucket:
             self._level = max(self._level, self._capacity)
 
 
+@dataclass
+class _MethodUsage:
+    operating: float = 0.0
+    reset_at: float | None = None
+
+
+class OperatingTracker:
+    """Per-method record of the portal's accumulated operating time, and of blocked methods, for one credential."""
+
+    def __init__(self, limit: float = OPERATING_LIMIT, clock: Callable[[], float] = time.time) -> None:
+        self.limit = limit
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._usage: dict[str, _MethodUsage] = {}
+        self._blocked: dict[str, float] = {}
+
+    def _sane_reset(self, value: Any) -> float | None:
+        """A reset time as reported, unless it lies further ahead than the portal's window (a broken answer)."""
+        reset_at = as_seconds(value)
+        if reset_at is None or reset_at > self._clock() + OPERATING_WINDOW + 60.0:
+            return None
+        return reset_at
+
+    def record(self, method: str, time_block: Mapping[str, Any] | None) -> float | None:
+        """
+        Store the ``time`` block of a successful answer; return the method's operating seconds.
+
+        The call that crosses the limit completes normally and the next one is refused, so a reported operating
+        time over the limit blocks the method until the reported reset.
+        """
+        if not isinstance(time_block, Mapping) or "operating" not in time_block:
+            return None
+        operating = as_seconds(time_block.get("operating"))
+        if operating is None:
+            return None
+        reset_at = self._sane_reset(time_block.get("operating_reset_at"))
+        key = method.lower()
+        with self._lock:
+            self._usage[key] = _MethodUsage(operating=operating, reset_at=reset_at)
+            if operating > self.limit and reset_at is not None:
+                self._blocked[key] = max(self._blocked.get(key, 0.0), reset_at)
+        return operating
+
+    def block(self, method: str, until: float) -> None:
+        """Remember that ``method`` is refused until ``until`` (Unix time)."""
+        key = method.lower()
+        with self._lock:
+            self._blocked[key] = max(self._blocked.get(key, 0.0), until)
+
+    def unblocks_at(self, method: str) -> float | None:
+        """When a blocked method is expected to be callable again: the known block, else its oldest bucket's expiry."""
+        key = method.lower()
+        with self._lock:
+            blocked = self._blocked.get(key)
+            if blocked is not None and blocked > self._clock():
+                return blocked
+            usage = self._usage.get(key)
+            if usage is None or usage.reset_at is None or usage.reset_at <= self._clock():
+                return None
+            return usage.reset_at
+
+    def blocked_until(self, method: str) -> float | None:
+        """Unix time until which ``method`` is known to be refused, or ``None`` when it is not."""
+        key = method.lower()
+        with self._lock:
+            until = self._blocked.get(key)
+            if until is None:
+                return None
+            if until <= self._clock():
+                del self._blocked[key]
+                return None
+            return until
+
+    def last_reported(self, method: str) -> tuple[float, float | None] | None:
+        """The last ``(operating, operating_reset_at)`` the portal reported for ``method``, if any."""
+        with self._lock:
+            usage = self._usage.get(method.lower())
+            return (usage.operating, usage.reset_at) if usage is not None else None
+
+    def operating(self, method: str) -> float:
+        """The last operating seconds the portal reported for ``method`` (0 when unknown or reset since)."""
+        with self._lock:
+            usage = self._usage.get(method.lower())
+            if usage is None or (usage.reset_at is not None and usage.reset_at <= self._clock()):
+                return 0.0
+            return usage.operating
+
+
+class LocalLimiter:
+    """
+    The :class:`Limiter` of one process: the portal's bucket and the credential's operating state in memory.
+
+    :param bucket: The portal's bucket (shared by every client of the portal in the process).
+    :param tracker: The credential's operating state (shared likewise).
+    """
+
+    def __init__(self, bucket: LeakyBucket, tracker: OperatingTracker) -> None:
+        self.bucket = bucket
+        self.tracker = tracker
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"LocalLimiter({self.bucket.limit!r})"
+
+    def acquire(self, method: str, force: bool = False) -> Grant:
+        """Book a slot, unless ``method`` is blocked (``force``: the caller already waited the block out)."""
+        until = None if force else self.tracker.blocked_until(method)
+        if until is not None:
+            return Grant(0.0, until)
+        return Grant(self.bucket.reserve())
+
+    async def aacquire(self, method: str, force: bool = False) -> Grant:
+        return self.acquire(method, force)
+
+    def report_rejected(self) -> None:
+        self.bucket.note_rejected()
+
+    async def areport_rejected(self) -> None:
+        self.report_rejected()
+
+    def report_blocked(self, method: str, until: float) -> None:
+        self.tracker.block(method, until)
+
+    async def areport_blocked(self, method: str, until: float) -> None:
+        self.report_blocked(method, until)
+
+    def observe(self, method: str, time_block: Mapping[str, Any] | None) -> float | None:
+        return self.tracker.record(method, time_block)
+
+    def blocked_until(self, method: str) -> float | None:
+        return self.tracker.blocked_until(method)
+
+    def unblocks_at(self, method: str) -> float | None:
+        return self.tracker.unblocks_at(method)
+
+    def operating(self, method: str) -> float:
+        return self.tracker.operating(method)
+
+    @contextlib.contextmanager
+    def refresh_lock(self, name: str) -> Iterator[None]:
+        # Threads of this process are serialised by the OAuth session itself; nothing is shared beyond it.
+        yield
+
+    @contextlib.asynccontextmanager
+    async def arefresh_lock(self, name: str) -> AsyncIterator[None]:
+        yield
+
+
+def credential_key(config: PortalConfig) -> str:
+    """
+    Who the portal bills operating time to: the webhook (its user and a digest of its code) or the application.
+
+    Never the secret itself: the key may be written to Redis.
+    """
+    auth = config.auth
+    if isinstance(auth, WebhookAuth):
+        digest = hashlib.sha256(auth.code.encode()).hexdigest()[:16]
+        return f"{config.portal_key}/webhook/{auth.user_id}/{digest}"
+    assert isinstance(auth, OAuthCredentials)
+    return f"{config.portal_key}/app/{auth.client_id}"
+
+
 _buckets: dict[str, LeakyBucket] = {}
-_buckets_lock = threading.Lock()
+_trackers: dict[str, OperatingTracker] = {}
+_registry_lock = threading.Lock()
 
 
 def shared_bucket(portal_key: str, limit: RateLimit) -> LeakyBucket:
     """Return the process-wide bucket of a portal, creating it or updating its limits."""
-    with _buckets_lock:
+    with _registry_lock:
         bucket = _buckets.get(portal_key)
         if bucket is None:
             bucket = _buckets[portal_key] = LeakyBucket(limit)
@@ -82,48 +300,22 @@ def shared_bucket(portal_key: str, limit: RateLimit) -> LeakyBucket:
         return bucket
 
 
-@dataclass
-class _MethodUsage:
-    operating: float = 0.0
-    reset_at: float | None = None
+def shared_tracker(key: str) -> OperatingTracker:
+    """Return the process-wide operating state of a credential."""
+    with _registry_lock:
+        tracker = _trackers.get(key)
+        if tracker is None:
+            tracker = _trackers[key] = OperatingTracker()
+        return tracker
 
 
-class OperatingTracker:
-    """Per-method record of the portal's accumulated operating time for one credential."""
+def local_limiter(config: PortalConfig) -> LocalLimiter:
+    """The per-process limiter of a portal and credential."""
+    return LocalLimiter(shared_bucket(config.portal_key, config.rate_limit), shared_tracker(credential_key(config)))
 
-    def __init__(self, limit: float = OPERATING_LIMIT, clock: Callable[[], float] = time.time) -> None:
-        self.limit = limit
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._usage: dict[str, _MethodUsage] = {}
 
-    def record(self, method: str, time_block: Mapping[str, Any] | None) -> float | None:
-        """Store the ``time`` block of a successful answer; return the method's operating seconds."""
-        if not isinstance(time_block, Mapping) or "operating" not in time_block:
-            return None
-        try:
-            operating = float(time_block["operating"])
-        except (TypeError, ValueError):
-            return None
-        reset_raw = time_block.get("operating_reset_at")
-        try:
-            reset_at = float(reset_raw) if reset_raw is not None else None
-        except (TypeError, ValueError):
-            reset_at = None
-        with self._lock:
-            self._usage[method.lower()] = _MethodUsage(operating=operating, reset_at=reset_at)
-        return operating
-
-    def unblocks_at(self, method: str) -> float | None:
-        """When a blocked method is expected to be callable again: its oldest bucket's expiry, if known."""
-        with self._lock:
-            usage = self._usage.get(method.lower())
-            return usage.reset_at if usage else None
-
-    def wait_before(self, method: str) -> float:
-        """Seconds to hold a call of ``method`` because its known operating time is over the limit."""
-        with self._lock:
-            usage = self._usage.get(method.lower())
-            if usage is None or usage.operating <= self.limit or usage.reset_at is None:
-                return 0.0
-            return max(0.0, usage.reset_at - self._clock())
+def forget_limits() -> None:
+    """Drop every bucket and operating record of this process (tests)."""
+    with _registry_lock:
+        _buckets.clear()
+        _trackers.clear()

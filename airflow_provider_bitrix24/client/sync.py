@@ -1,16 +1,22 @@
-"""The synchronous client: the core's flows performed over a pooled ``requests.Session``."""
+"""The synchronous client: the core's flows performed over a pooled ``requests.Session`` and threads."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from airflow_provider_bitrix24.client.config import PortalConfig
 from airflow_provider_bitrix24.client.core import (
     USER_AGENT,
+    Acquire,
     BatchItem,
     Command,
     Engine,
@@ -18,21 +24,44 @@ from airflow_provider_bitrix24.client.core import (
     HttpRequest,
     HttpResponse,
     Refresh,
+    Report,
     Send,
     Sleep,
-    read_bounded,
+    SyncTokens,
 )
-from airflow_provider_bitrix24.client.errors import Bitrix24Error, Bitrix24TransportError
+from airflow_provider_bitrix24.client.errors import (
+    Bitrix24Error,
+    Bitrix24ResponseError,
+    Bitrix24TokenStoreError,
+    Bitrix24TransportError,
+)
+from airflow_provider_bitrix24.client.oauth import (
+    LoadTokens,
+    NewSecrets,
+    SaveTokens,
+    TokenAnswer,
+    TokenRequest,
+    Wait,
+    token_store_error,
+)
+from airflow_provider_bitrix24.client.pipeline import MAX_IN_FLIGHT, BatchRun, Job, Progress
 
 _CHUNK = 64 * 1024
 
 
 class SyncTransport:
-    """Sends :class:`HttpRequest` objects with ``requests``; library errors never escape with their URLs."""
+    """
+    Sends :class:`HttpRequest` objects with ``requests``; library errors never escape with their URLs.
+
+    ``timeout`` bounds the whole answer, not each read: a body that trickles in is cut at the deadline.
+    """
 
     def __init__(self, config: PortalConfig) -> None:
         self.config = config
         self.session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=MAX_IN_FLIGHT)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
         self.session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
         self.session.verify = config.verify
 
@@ -49,6 +78,8 @@ class SyncTransport:
         params: Mapping[str, str] | None = None,
     ) -> HttpResponse:
         timeout = self.config.timeout
+        deadline = time.monotonic() + timeout
+        expired = threading.Event()
         failure: Bitrix24Error | None = None
         try:
             with self.session.request(
@@ -60,20 +91,26 @@ class SyncTransport:
                 allow_redirects=False,
                 stream=True,
             ) as response:
-                body = read_bounded(
-                    response.iter_content(_CHUNK),
-                    self.config.max_body_bytes,
-                    response.status_code,
-                    rest_method,
-                )
+                sock = _socket_of(response)
+                timer = threading.Timer(max(0.0, deadline - time.monotonic()), _cut, (sock, expired))
+                timer.daemon = True
+                timer.start()
+                try:
+                    body = _read_bounded(response, self.config.max_body_bytes, rest_method, deadline)
+                finally:
+                    timer.cancel()
                 return HttpResponse(response.status_code, body, {k.lower(): v for k, v in response.headers.items()})
         except requests.Timeout:
-            failure = Bitrix24TransportError("TIMEOUT", f"no answer within {timeout:g} s", method=rest_method)
+            failure = Bitrix24TransportError("TIMEOUT", f"no whole answer within {timeout:g} s", method=rest_method)
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
-            failure = Bitrix24TransportError(
-                "CONNECTION_FAILED",
-                "the connection failed or was dropped before an answer",
-                method=rest_method,
+            failure = (
+                Bitrix24TransportError("TIMEOUT", f"no whole answer within {timeout:g} s", method=rest_method)
+                if expired.is_set()
+                else Bitrix24TransportError(
+                    "CONNECTION_FAILED",
+                    "the connection failed or was dropped before an answer",
+                    method=rest_method,
+                )
             )
         except requests.RequestException as exc:
             failure = Bitrix24TransportError("REQUEST_FAILED", type(exc).__name__, method=rest_method)
@@ -81,12 +118,38 @@ class SyncTransport:
         # attached as context.
         raise failure
 
-    def token_fetch(self, url: str, params: dict[str, str]) -> tuple[int, bytes]:
-        response = self.fetch("GET", url, "oauth/token", params=params)
-        return response.status, response.body
-
     def close(self) -> None:
         self.session.close()
+
+
+def _socket_of(response: requests.Response) -> socket.socket | None:
+    connection = getattr(response.raw, "connection", None) or getattr(response.raw, "_connection", None)
+    sock = getattr(connection, "sock", None)
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def _cut(sock: socket.socket | None, expired: threading.Event) -> None:
+    """The deadline passed while the body was still coming: end the read by shutting the socket down."""
+    expired.set()
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def _read_bounded(response: requests.Response, limit: int, method: str, deadline: float) -> bytes:
+    buffer = bytearray()
+    for chunk in response.iter_content(_CHUNK):
+        buffer += chunk
+        if len(buffer) > limit:
+            raise Bitrix24ResponseError(
+                "RESPONSE_TOO_LARGE",
+                f"the answer exceeds {limit} bytes",
+                status=response.status_code,
+                method=method,
+            )
+        if time.monotonic() > deadline:
+            raise requests.Timeout()
+    return bytes(buffer)
 
 
 class Bitrix24Client:
@@ -95,7 +158,7 @@ class Bitrix24Client:
 
     :param config: The portal settings, e.g. from :func:`parse_connection`.
     :param kwargs: Passed to :class:`~airflow_provider_bitrix24.client.core.Engine` (``token_store``,
-        ``on_new_secret``, ``retry_policy``, ``logger``).
+        ``on_new_secret``, ``retry_policy``, ``logger``, ``limiter``).
     :param sleep: How to wait; tests inject a fake.
     """
 
@@ -116,37 +179,144 @@ class Bitrix24Client:
     def close(self) -> None:
         self.transport.close()
 
+    # -- driving flows
+
     def run(self, flow: Flow) -> Any:
         """Drive a core flow to its end, performing each action it yields."""
-        value: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                action = flow.throw(error) if error is not None else flow.send(value)
-            except StopIteration as stop:
-                return stop.value
-            value, error = None, None
-            try:
-                if isinstance(action, Send):
-                    value = self.transport.send(action.request)
-                elif isinstance(action, Sleep):
-                    self.sleep(action.seconds)
-                elif isinstance(action, Refresh):
-                    assert self.engine.oauth is not None
-                    self.engine.oauth.refresh(action.failed_token, self.transport.token_fetch)
-            except Bitrix24Error as exc:
-                error = exc
+        return _drive(flow, self._perform)
+
+    def _perform(self, action: Any) -> Any:
+        engine = self.engine
+        if isinstance(action, Send):
+            return self.transport.send(action.request)
+        if isinstance(action, Sleep):
+            self.sleep(action.seconds)
+        elif isinstance(action, Acquire):
+            return engine.limiter.acquire(action.method, action.force)
+        elif isinstance(action, Report):
+            if action.kind == "rejected":
+                engine.limiter.report_rejected()
+            else:
+                engine.limiter.report_blocked(action.method, action.until)
+        elif isinstance(action, Refresh):
+            oauth = engine.oauth
+            assert oauth is not None
+            with oauth.thread_lock, engine.limiter.refresh_lock(oauth.chain):
+                _drive(oauth.refresh_flow(action.failed_token), self._perform_oauth)
+        elif isinstance(action, SyncTokens):
+            assert engine.oauth is not None
+            _drive(engine.oauth.sync_flow(), self._perform_oauth)
+        else:
+            raise TypeError(f"unknown action {action!r}")
+        return None
+
+    def _perform_oauth(self, action: Any) -> Any:
+        store = self.engine.token_store
+        if isinstance(action, TokenRequest):
+            response = self.transport.fetch("GET", action.url, "oauth/token", params=action.params)
+            return TokenAnswer(response.status, response.body)
+        if isinstance(action, LoadTokens):
+            return store.load() if store is not None else None
+        if isinstance(action, SaveTokens):
+            if store is not None:
+                try:
+                    store.save(action.pair)
+                except Bitrix24TokenStoreError:
+                    raise
+                except Exception as exc:
+                    raise token_store_error(store.key, exc) from None
+        elif isinstance(action, NewSecrets):
+            if self.engine.on_new_secret is not None:
+                for secret in action.values:
+                    self.engine.on_new_secret(secret)
+        elif isinstance(action, Wait):
+            self.sleep(action.seconds)
+        else:
+            raise TypeError(f"unknown action {action!r}")
+        return None
+
+    # -- calls
 
     def call(self, method: str, params: Mapping[str, Any] | None = None) -> Any:
         """Call ``method`` and return its ``result``."""
         return self.run(self.engine.call_flow(method, params)).result
 
-    def batch(self, commands: Sequence[Command] | Mapping[str, Command], *, halt: bool = False) -> list[BatchItem]:
-        """Run commands through ``batch`` (any number, 50 per request); one :class:`BatchItem` per command."""
-        result: list[BatchItem] = self.run(self.engine.batch_flow(commands, halt=halt))
-        return result
+    def batch(
+        self,
+        commands: Sequence[Command] | Mapping[str, Command],
+        *,
+        halt: bool = False,
+        stop_codes: frozenset[str] = frozenset(),
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> list[BatchItem]:
+        """
+        Run commands through ``batch`` (any number, 50 per request, several requests in flight as the portal
+        allows); one :class:`BatchItem` per command, in input order.
+
+        :param halt: Stop at the first failing command.
+        :param stop_codes: Error codes after which no new request is sent (unsent commands: ``NOT_EXECUTED``).
+        :param on_progress: Called after each finished request.
+        """
+        run = BatchRun(self.engine, commands, halt=halt, stop_codes=stop_codes, on_progress=on_progress)
+        if run.window.ceiling == 1 or len(run.entries) <= 50:
+            self._run_inline(run)
+        else:
+            self._run_pooled(run)
+        return run.results()
+
+    def _timed(self, flow: Flow) -> tuple[Any, float]:
+        started = time.monotonic()
+        try:
+            outcome: Any = self.run(flow)
+        except Exception as exc:
+            outcome = exc
+        return outcome, time.monotonic() - started
+
+    def _run_inline(self, run: BatchRun) -> None:
+        while not run.done:
+            job = run.next_job()
+            if job is None:
+                self.sleep(run.wake_in() or 0.0)
+                continue
+            run.finish(job, *self._timed(run.job_flow(job)))
+
+    def _run_pooled(self, run: BatchRun) -> None:
+        pool = ThreadPoolExecutor(max_workers=run.window.ceiling, thread_name_prefix="bitrix24-batch")
+        futures: dict[Future[tuple[Any, float]], Job] = {}
+        try:
+            while not run.done:
+                while (job := run.next_job()) is not None:
+                    futures[pool.submit(self._timed, run.job_flow(job))] = job
+                if not futures:
+                    self.sleep(run.wake_in() or 0.0)
+                    continue
+                finished, _ = wait(futures, timeout=run.wake_in(), return_when=FIRST_COMPLETED)
+                for future in finished:
+                    run.finish(futures.pop(future), *future.result())
+        except BaseException as exc:
+            # Interrupted (the task is being killed): requests waiting for a slot send nothing more.
+            run.fatal = run.fatal or exc
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
 
     def list_all(self, method: str, params: Mapping[str, Any] | None = None, limit: int | None = None) -> list[Any]:
-        """Every item of a list method, following ``next``."""
+        """Every row of a list method, following ``next``; ``limit`` counts rows."""
         items: list[Any] = self.run(self.engine.list_flow(method, params, limit))
         return items
+
+
+def _drive(flow: Generator[Any, Any, Any], perform: Callable[[Any], Any]) -> Any:
+    """Run a flow to its end: perform each action it yields, send the answer back, throw client errors in."""
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            action = flow.throw(error) if error is not None else flow.send(value)
+        except StopIteration as stop:
+            return stop.value
+        value, error = None, None
+        try:
+            value = perform(action)
+        except Bitrix24Error as exc:
+            error = exc

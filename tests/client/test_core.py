@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import time
 
 import pytest
 
@@ -18,7 +19,7 @@ from airflow_provider_bitrix24.client.errors import (
     Bitrix24TransportError,
     error_from_payload,
 )
-from airflow_provider_bitrix24.client.limits import RATE_SAFETY, LeakyBucket, OperatingTracker
+from airflow_provider_bitrix24.client.limits import RATE_SAFETY, LeakyBucket, LocalLimiter, OperatingTracker
 from airflow_provider_bitrix24.client.retry import RetryPolicy
 
 
@@ -69,13 +70,15 @@ def test_unknown_error_code_is_a_permanent_method_error():
 
 
 def test_operation_time_limit_carries_the_known_reset():
-    tracker = OperatingTracker()
-    tracker.record("crm.deal.list", {"operating": 481.0, "operating_reset_at": 1_900_000_000})
+    limiter = LocalLimiter(LeakyBucket(RateLimit(burst=5, per_second=2.0)), OperatingTracker())
+    reset = int(time.time()) + 300
+    limiter.observe("crm.deal.list", {"operating": 481.0, "operating_reset_at": reset})
     with pytest.raises(Bitrix24OperationTimeLimitError) as info:
         parse_response(
-            _response(429, {"error": "OPERATION_TIME_LIMIT", "error_description": "x"}), "crm.deal.list", tracker
+            _response(429, {"error": "OPERATION_TIME_LIMIT", "error_description": "x"}), "crm.deal.list", limiter
         )
-    assert info.value.unblocks_at == 1_900_000_000
+    assert info.value.unblocks_at == reset
+    assert limiter.blocked_until("crm.deal.list") == reset
 
 
 def test_errors_survive_pickling_with_their_fields():
@@ -153,19 +156,29 @@ def test_retry_after_a_timeout_waits_for_the_portal_cutoff():
     assert policy.delay(refused, 0, 0, sent_ago=0.01) == 0.5
 
 
+def _drive_to_send(flow, value=None):
+    """Advance a flow past the limiter's grant to its next Send."""
+    from airflow_provider_bitrix24.client.core import Acquire, Send
+    from airflow_provider_bitrix24.client.limits import Grant
+
+    action = flow.send(value) if value is not None else next(flow)
+    while not isinstance(action, Send):
+        assert isinstance(action, Acquire), action
+        action = flow.send(Grant(0.0))
+    return action
+
+
 def test_renamed_portal_redirect_is_followed_with_the_same_post():
-    """A renamed portal answers 302 with its new address; the call is re-sent there, as a POST."""
+    """A renamed cloud portal answers 302 with its new address; the call is re-sent there, as a POST."""
     from airflow_provider_bitrix24.client.config import parse_connection
-    from airflow_provider_bitrix24.client.core import Engine, Send
+    from airflow_provider_bitrix24.client.core import Engine
 
     engine = Engine(parse_connection(host="https://old.bitrix24.com/rest/1/fake-code-0000/"))
     flow = engine.call_flow("profile", {"A": 1})
-    first = next(flow)
-    assert isinstance(first, Send)
+    first = _drive_to_send(flow)
     assert first.request.url == "https://old.bitrix24.com/rest/1/fake-code-0000/profile"
     moved = HttpResponse(302, b"", {"location": "https://new.bitrix24.com/rest/1/fake-code-0000/profile"})
-    second = flow.send(moved)
-    assert isinstance(second, Send)
+    second = _drive_to_send(flow, moved)
     assert second.request.method == "POST"
     assert second.request.url == "https://new.bitrix24.com/rest/1/fake-code-0000/profile"
     assert second.request.json == {"A": 1}
@@ -174,15 +187,42 @@ def test_renamed_portal_redirect_is_followed_with_the_same_post():
     assert done.value.value.result == {"ID": "1"}
 
 
-def test_redirect_to_plain_http_elsewhere_is_not_followed():
+@pytest.mark.parametrize(
+    ("base", "location", "target"),
+    [
+        # Allowed: the same host over https (an upgrade included), or one cloud portal to another over https.
+        ("https://old.bitrix24.com", "https://new.bitrix24.de/rest/x", "https://new.bitrix24.de"),
+        ("http://127.0.0.1:8080", "https://127.0.0.1/rest/x", "https://127.0.0.1"),
+        ("https://crm.example.com", "https://CRM.example.com/rest/x", None),  # same origin: nothing to follow
+        # Refused: another host, plain http, an on-premise portal leaving its host, look-alike domains.
+        ("https://old.bitrix24.com", "https://any.host/rest/1/code/profile", None),
+        ("https://old.bitrix24.com", "http://new.bitrix24.com/rest/x", None),
+        ("https://crm.example.com", "https://portal.bitrix24.com/rest/x", None),
+        ("https://old.bitrix24.com", "https://bitrix24.com.evil.io/rest/x", None),
+        ("https://old.bitrix24.com", "https://evilbitrix24.com/rest/x", None),
+        ("http://127.0.0.1:8080", "http://127.0.0.1:9090/rest/x", None),
+        ("http://127.0.0.1:8080", "http://x.localhost:8080/rest/x", None),
+        ("https://old.bitrix24.com", "javascript:alert(1)", None),
+    ],
+)
+def test_redirect_targets_that_may_receive_the_credential(base, location, target):
+    from airflow_provider_bitrix24.client.core import redirect_target
+
+    assert redirect_target(base, location) == target
+
+
+def test_redirect_elsewhere_fails_clearly_without_showing_the_location_path():
     from airflow_provider_bitrix24.client.config import parse_connection
-    from airflow_provider_bitrix24.client.core import Engine, Send, Sleep
+    from airflow_provider_bitrix24.client.core import Engine
+    from airflow_provider_bitrix24.client.errors import Bitrix24PortalMovedError
 
     engine = Engine(parse_connection(host="https://old.bitrix24.com/rest/1/fake-code-0000/"))
     flow = engine.call_flow("profile")
-    next(flow)
-    action = flow.send(HttpResponse(302, b"", {"location": "http://evil.example.com/rest/1/x/profile"}))
-    assert isinstance(action, Sleep)  # an empty answer: retried later, at the same address
-    again = flow.send(None)
-    assert isinstance(again, Send)
-    assert again.request.url.startswith("https://old.bitrix24.com/")
+    _drive_to_send(flow)
+    with pytest.raises(Bitrix24PortalMovedError) as info:
+        flow.send(HttpResponse(302, b"", {"location": "http://evil.example.com/rest/1/fake-code-0000/profile"}))
+    text = str(info.value)
+    assert text.startswith("PORTAL_MOVED: the portal answered HTTP 302 moving to http://evil.example.com;")
+    assert "update the connection's host" in text
+    assert "fake-code-0000" not in text
+    assert not info.value.retryable

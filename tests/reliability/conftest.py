@@ -85,7 +85,7 @@ def portal(canary_portal: SandboxPortal) -> Iterator[SandboxPortal]:
     from airflow_provider_bitrix24.client import limits, oauth
 
     canary_portal.reset()
-    limits._buckets.clear()
+    limits.forget_limits()
     oauth.forget_oauth_sessions()
     yield canary_portal
     canary_portal.reset()

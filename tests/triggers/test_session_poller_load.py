@@ -86,7 +86,7 @@ def remote_portal() -> Iterator[RemotePortal]:
 @pytest.fixture
 def portal(remote_portal: RemotePortal) -> RemotePortal:
     remote_portal.control("reset", {})
-    limits._buckets.clear()
+    limits.forget_limits()
     return remote_portal
 
 

@@ -1,0 +1,292 @@
+"""
+Pipelined batches: keep several ``batch`` requests in flight, as many as the portal allows.
+
+A real portal takes about a second or more to answer a batch of 50 writes (the round trip plus the processing of
+each command, one after another), while its bucket lets 50 requests go at once. Sending batches one after another
+wastes that; sending them all at once ignores the portal's speed. :class:`BatchRun` is the sans-IO plan of one
+pipelined run, driven by the sync client (threads) and the async client (tasks) alike:
+
+* every request still books its slot in the portal's bucket (the limiter decides when it goes);
+* :class:`AdaptiveWindow` caps how many are in flight: it grows while answers come back at their usual speed and
+  halves when the portal slows down or answers ``QUERY_LIMIT_EXCEEDED`` / ``OPERATION_TIME_LIMIT`` / 5xx, instead
+  of retrying harder; a method close to its operating-time budget gets one request at a time;
+* different requests never carry the same command, and a command is sent again only after its request ended, so
+  the same message is never in flight twice;
+* results come back in input order, and an error from ``stop_codes`` (an error about the chat or the credential,
+  which every other command would meet too) stops sending new requests at once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from airflow_provider_bitrix24.client.core import BATCH_LIMIT, BatchItem, Command, Engine, Flow, Stopped
+from airflow_provider_bitrix24.client.errors import (
+    Bitrix24ApiError,
+    Bitrix24Error,
+    Bitrix24OperationTimeLimitError,
+    Bitrix24RateLimitError,
+    Bitrix24ServerError,
+)
+from airflow_provider_bitrix24.client.limits import OPERATING_LIMIT
+
+#: Upper bound of requests in flight from one run, whatever the bucket's burst (threads are not free).
+MAX_IN_FLIGHT: Final = 64
+#: An answer this many times slower (per command) than the fastest seen means the portal is struggling.
+SLOW_FACTOR: Final = 3.0
+#: Below this, an answer is never "slow" (noise on a fast portal).
+SLOW_FLOOR: Final = 0.5
+#: Share of the operating-time budget from which a method gets one request at a time.
+OPERATING_CAUTION: Final = 0.8
+
+
+class AdaptiveWindow:
+    """
+    How many requests may be in flight: additive increase while the portal keeps its pace, halving when it
+    slows down or refuses (at most once per round trip, so one burst of bad answers halves it once).
+
+    :param ceiling: The most ever allowed.
+    :param initial: Where to start; the ceiling by default (a full bucket lets a burst go at once).
+    """
+
+    def __init__(self, ceiling: int, initial: int | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ceiling = max(1, ceiling)
+        self.size = max(1, min(self.ceiling, initial if initial is not None else self.ceiling))
+        self._clock = clock
+        self._fastest: float | None = None
+        self._calm_until = 0.0
+        self.shrinks = 0
+
+    def __repr__(self) -> str:
+        return f"AdaptiveWindow(size={self.size}, ceiling={self.ceiling})"
+
+    def on_answer(self, seconds: float, commands: int) -> None:
+        """A request came back in ``seconds`` carrying ``commands`` commands."""
+        per_command = seconds / max(1, commands)
+        if self._fastest is None or per_command < self._fastest:
+            self._fastest = per_command
+        if seconds > SLOW_FLOOR and per_command > SLOW_FACTOR * self._fastest:
+            self._shrink(seconds)
+        elif self.size < self.ceiling:
+            self.size += 1
+
+    def on_overload(self, seconds: float = 1.0) -> None:
+        """The portal refused for load (rate limit, operating limit, server error)."""
+        self._shrink(seconds)
+
+    def _shrink(self, seconds: float) -> None:
+        now = self._clock()
+        if now < self._calm_until:
+            return
+        self.size = max(1, self.size // 2)
+        self.shrinks += 1
+        self._calm_until = now + max(seconds, 0.1)
+
+
+@dataclass
+class Job:
+    """One request of a run: a chunk of up to 50 commands, or one command sent alone."""
+
+    entries: list[tuple[str, Command]]
+    single: bool = False
+    attempt: int = 0
+
+
+@dataclass
+class _Pending:
+    job: Job
+    not_before: float = 0.0
+
+
+@dataclass
+class Progress:
+    """Counts after each finished request, for progress lines."""
+
+    done: int
+    total: int
+    ok: int
+    failed: int
+    items: list[BatchItem] = field(default_factory=list)
+
+
+class BatchRun:
+    """
+    The plan of one pipelined run of many commands through ``batch``.
+
+    The driver repeatedly takes :meth:`next_job` while it returns one (and it has capacity), runs
+    :meth:`job_flow` for each (concurrently), hands each outcome to :meth:`finish`, and waits at most
+    :meth:`wake_in` seconds for the next outcome; once :attr:`done`, :meth:`results` gives one
+    :class:`BatchItem` per command, in input order, or raises the error that ended the run.
+
+    :param engine: The portal's engine.
+    :param commands: ``(method, params)`` commands, as a list (keys are positions) or a mapping of keys.
+    :param halt: Stop at the first failing command (one request at a time).
+    :param stop_codes: Error codes after which no new request is sent.
+    :param on_progress: Called after each finished request.
+    :param window: The in-flight cap; a new one sized to the portal's burst by default.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        commands: Sequence[Command] | Mapping[str, Command],
+        *,
+        halt: bool = False,
+        stop_codes: frozenset[str] = frozenset(),
+        on_progress: Callable[[Progress], None] | None = None,
+        window: AdaptiveWindow | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.engine = engine
+        items = list(commands.items()) if isinstance(commands, Mapping) else list(enumerate(commands))
+        self.entries: list[tuple[str, Command]] = []
+        seen: set[str] = set()
+        for key, cmd in items:
+            if not isinstance(key, str | int) or isinstance(key, bool) or str(key) == "":
+                raise ValueError(f"batch command keys must be non-empty strings or ints, got {key!r}")
+            if str(key) in seen:
+                raise ValueError(f"batch command key {str(key)!r} is used twice")
+            seen.add(str(key))
+            self.entries.append((str(key), cmd))
+        self.halt = halt
+        self.stop_codes = stop_codes
+        self.on_progress = on_progress
+        ceiling = 1 if halt else min(MAX_IN_FLIGHT, engine.config.rate_limit.burst)
+        self.window = window or AdaptiveWindow(ceiling)
+        self._clock = clock
+        self._queue: deque[_Pending] = deque(
+            _Pending(Job(self.entries[i : i + BATCH_LIMIT])) for i in range(0, len(self.entries), BATCH_LIMIT)
+        )
+        self._results: dict[str, BatchItem] = {}
+        self._waited: dict[str, float] = {}
+        self.in_flight = 0
+        self.stop_error: Bitrix24Error | None = None
+        self.fatal: BaseException | None = None
+        self.requests = 0
+
+    # -- what to send
+
+    @property
+    def stopped(self) -> bool:
+        return self.stop_error is not None or self.fatal is not None
+
+    def _cap(self) -> int:
+        """The window, narrowed to one request while a method of the run is close to its operating budget."""
+        limiter = self.engine.limiter
+        methods = {cmd[0] for _, cmd in self.entries[:BATCH_LIMIT]}
+        if any(limiter.operating(m) >= OPERATING_CAUTION * OPERATING_LIMIT for m in methods):
+            return 1
+        return self.window.size
+
+    def next_job(self) -> Job | None:
+        """The next request to start now, or ``None`` (nothing ready, window full, or stopped)."""
+        if self.stopped or not self._queue or self.in_flight >= self._cap():
+            return None
+        now = self._clock()
+        for index, pending in enumerate(self._queue):
+            if pending.not_before <= now:
+                del self._queue[index]
+                self.in_flight += 1
+                self.requests += 1
+                return pending.job
+        return None
+
+    def wake_in(self) -> float | None:
+        """Seconds until a delayed request becomes ready, when nothing is in flight to wake the driver sooner."""
+        if self.stopped or not self._queue:
+            return None
+        return max(0.0, min(p.not_before for p in self._queue) - self._clock())
+
+    @property
+    def done(self) -> bool:
+        return self.in_flight == 0 and (self.stopped or not self._queue)
+
+    def job_flow(self, job: Job) -> Flow:
+        """The flow the driver runs for ``job``; it returns ``{key: BatchItem}``."""
+        stop = self._should_stop
+        if job.single:
+            ((key, cmd),) = job.entries
+            return self.engine.single_flow(key, cmd, should_stop=stop)
+        return self.engine.chunk_flow(job.entries, halt=self.halt, should_stop=stop)
+
+    def _should_stop(self) -> bool:
+        return self.stopped
+
+    # -- outcomes
+
+    def finish(self, job: Job, outcome: Mapping[str, BatchItem] | BaseException, seconds: float) -> None:
+        """Record what one request of the run gave: its items, or the exception its flow raised."""
+        self.in_flight -= 1
+        if isinstance(outcome, Stopped):
+            return
+        if isinstance(outcome, BaseException):
+            if isinstance(outcome, Bitrix24RateLimitError | Bitrix24OperationTimeLimitError | Bitrix24ServerError):
+                self.window.on_overload(seconds)
+            if self.fatal is None:
+                self.fatal = outcome
+            return
+        self.window.on_answer(seconds, len(job.entries))
+        retry: list[tuple[str, Command]] = []
+        delay = 0.0
+        overloaded = False
+        for key, cmd in job.entries:
+            item = outcome.get(key) or BatchItem(
+                key, cmd[0], error=Bitrix24ApiError("NOT_EXECUTED", "no outcome for this command", method=cmd[0])
+            )
+            error = item.error
+            if error is not None and error.code == "ERROR_BATCH_METHOD_NOT_ALLOWED" and not job.single:
+                self._queue.append(_Pending(Job([(key, cmd)], single=True)))
+                continue
+            if error is not None and error.retryable and not self.halt:
+                pause = self.engine.retry_policy.delay(error, job.attempt, self._waited.get(key, 0.0))
+                if pause is None and isinstance(error, Bitrix24OperationTimeLimitError):
+                    # Blocked longer than the retry budget: say when the method unblocks.
+                    item = BatchItem(key, cmd[0], error=self.engine.blocked_error(cmd[0], error.unblocks_at))
+                    error = item.error
+                if pause is not None:
+                    overloaded = overloaded or isinstance(
+                        error, Bitrix24RateLimitError | Bitrix24OperationTimeLimitError | Bitrix24ServerError
+                    )
+                    self._waited[key] = self._waited.get(key, 0.0) + pause
+                    delay = max(delay, pause)
+                    retry.append((key, cmd))
+                    continue
+            self._results[key] = item
+            if error is not None and error.code in self.stop_codes and self.stop_error is None:
+                self.stop_error = error
+            if error is not None and self.halt and self.stop_error is None:
+                self.stop_error = error
+        if overloaded:
+            self.window.on_overload(seconds)
+        if retry:
+            self.engine.log.warning(
+                "Bitrix24 batch: %d command(s) failed transiently; sending them again in %.1f s", len(retry), delay
+            )
+            for start in range(0, len(retry), BATCH_LIMIT):
+                again = Job(retry[start : start + BATCH_LIMIT], attempt=job.attempt + 1)
+                self._queue.append(_Pending(again, self._clock() + delay))
+        if self.on_progress is not None:
+            items = [self._results[key] for key, _ in job.entries if key in self._results]
+            ok = sum(1 for item in self._results.values() if item.ok)
+            self.on_progress(Progress(len(self._results), len(self.entries), ok, len(self._results) - ok, items))
+
+    def results(self) -> list[BatchItem]:
+        """One item per command, in input order; commands never sent carry ``NOT_EXECUTED``."""
+        if self.fatal is not None:
+            raise self.fatal
+        out: list[BatchItem] = []
+        for key, (method, _) in self.entries:
+            item = self._results.get(key)
+            if item is None:
+                reason = (
+                    f"not sent: the run stopped after {self.stop_error.code}"
+                    if self.stop_error is not None
+                    else "not sent"
+                )
+                item = BatchItem(key, method, error=Bitrix24ApiError("NOT_EXECUTED", reason, method=method))
+            out.append(item)
+        return out

@@ -1,0 +1,124 @@
+"""Pipelined batches against the sandbox portal: order, the stop on a chat-level error, and never twice in flight."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+
+from airflow_provider_bitrix24.client import AsyncBitrix24Client, Bitrix24Client, parse_connection
+from airflow_provider_bitrix24.client.pipeline import AdaptiveWindow, Progress
+from airflow_provider_bitrix24.sandbox.state import SEED
+
+SAVE = "imopenlines.message.quick.save"
+BULK = list(SEED.bulk_message_ids)
+
+
+def _client(sandbox, **extra) -> Bitrix24Client:
+    return Bitrix24Client(parse_connection(host=sandbox.webhook_url, extra=extra))
+
+
+def _saves(ids, chat_id=SEED.bulk_chat_id):
+    return {str(m): (SAVE, {"CHAT_ID": chat_id, "MESSAGE_ID": m}) for m in ids}
+
+
+def test_results_come_back_in_input_order_while_later_requests_finish_first(sandbox):
+    sandbox.inject_fault("batch", "slow", count=1, delay=1.5)  # the first request is the slowest
+    updates: list[Progress] = []
+    ids = BULK[:200]
+    with _client(sandbox) as client:
+        items = client.batch(_saves(ids), on_progress=updates.append)
+    assert [item.key for item in items] == [str(m) for m in ids]
+    assert all(item.ok and item.result is True for item in items)
+    # Pipelined: the three other requests were answered while the first one was still in flight.
+    first_keys = {str(m) for m in ids[:50]}
+    assert not first_keys & {item.key for item in updates[0].items}
+    assert {item.key for item in updates[-1].items} == first_keys
+    assert [u.done for u in updates] == [50, 100, 150, 200]
+    assert sandbox.stats()["by_method"] == {"batch": 4}
+
+
+def test_a_chat_level_error_stops_sending_new_requests(sandbox):
+    # Two requests may go at once; the third would have to wait for a slot, and the error arrives first.
+    ids = BULK[:500]
+    with _client(sandbox, rate_limit={"burst": 2, "per_second": 0.5}) as client:
+        items = client.batch(_saves(ids, chat_id=999_999), stop_codes=frozenset({"CHAT_ID"}))
+    assert sandbox.stats()["by_method"] == {"batch": 2}
+    codes = Counter(item.error.code for item in items if item.error is not None)
+    assert codes == {"CHAT_ID": 100, "NOT_EXECUTED": 400}
+    unsent = items[-1].error
+    assert unsent is not None
+    assert "stopped after CHAT_ID" in str(unsent)
+
+
+def test_thousand_saves_with_the_concurrent_insert_race_on_hold_exactly_one_answer_each(sandbox):
+    """Two concurrent saves of one message can both insert; pipelining must never put one message in two requests."""
+    sandbox.configure(quick_save_race=True, race_window=0.001)
+    ids = BULK[:1000]
+    with _client(sandbox) as client:
+        items = client.batch(_saves(ids))
+    assert [item.key for item in items] == [str(m) for m in ids]
+    assert all(item.ok for item in items)
+    per_message = Counter(a["message_id"] for a in sandbox.quick_answers())
+    assert {per_message[m] for m in ids} == {1}
+    assert sandbox.stats()["by_method"] == {"batch": 20}
+
+
+def test_transient_command_errors_are_sent_again_only_after_their_request_ended(sandbox):
+    sandbox.configure(quick_save_race=True, race_window=0.001)
+    sandbox.inject_fault(SAVE, "error", count=30, error="INTERNAL_SERVER_ERROR", in_batch=True)
+    ids = BULK[:300]
+    with _client(sandbox) as client:
+        items = client.batch(_saves(ids))
+    assert all(item.ok for item in items)
+    per_message = Counter(a["message_id"] for a in sandbox.quick_answers())
+    assert {per_message[m] for m in ids} == {1}
+    assert sandbox.stats()["by_method"]["batch"] == 7  # six requests, then one more for the 30 refused commands
+
+
+def test_the_async_client_pipelines_the_same_way(sandbox):
+    sandbox.inject_fault("batch", "slow", count=1, delay=1.0)
+    ids = BULK[:150]
+
+    async def main():
+        updates: list[Progress] = []
+        async with AsyncBitrix24Client(parse_connection(host=sandbox.webhook_url)) as client:
+            items = await client.batch(_saves(ids), on_progress=updates.append)
+        return items, updates
+
+    items, updates = asyncio.run(main())
+    assert [item.key for item in items] == [str(m) for m in ids]
+    assert all(item.ok for item in items)
+    assert not {str(m) for m in ids[:50]} & {item.key for item in updates[0].items}
+
+
+def test_user_keys_reach_the_portal_so_references_between_commands_resolve(sandbox):
+    commands = {
+        "who": ("profile", None),
+        "dialog": ("imopenlines.dialog.get", {"CHAT_ID": SEED.support_chat_id}),
+        "again": ("imopenlines.dialog.get", {"CHAT_ID": "$result[dialog][id]"}),
+    }
+    with _client(sandbox) as client:
+        who, dialog, again = client.batch(commands)
+    assert (who.key, dialog.key, again.key) == ("who", "dialog", "again")
+    assert again.ok, again.error
+    assert again.result["id"] == dialog.result["id"] == SEED.support_chat_id
+
+
+@pytest.mark.parametrize(("answers", "expected"), [([1.0] * 5, 9), ([1.0, 1.0, 4.0], 3), ([1.0] * 20, 16)])
+def test_window_grows_while_the_portal_keeps_pace_and_halves_when_it_slows(answers, expected):
+    clock = iter(range(1000))
+    window = AdaptiveWindow(ceiling=16, initial=4, clock=lambda: float(next(clock)))
+    for seconds in answers:
+        window.on_answer(seconds, commands=50)
+    # 4 + 1 per answer at the usual pace, up to the ceiling; a request 4x slower per command halves it instead.
+    assert window.size == expected
+
+
+def test_window_halves_once_per_burst_of_refusals():
+    window = AdaptiveWindow(ceiling=32, initial=32, clock=lambda: 100.0)
+    for _ in range(5):
+        window.on_overload(seconds=1.0)
+    assert window.size == 16
+    assert window.shrinks == 1
