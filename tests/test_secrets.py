@@ -50,7 +50,7 @@ def collected(portal, logs):
     from airflow_provider_bitrix24.client import limits, oauth
 
     portal.reset()
-    limits._buckets.clear()
+    limits.forget_limits()
     oauth.forget_oauth_sessions()
     for name in ("urllib3", "httpx", "httpcore", "airflow_provider_bitrix24"):
         logging.getLogger(name).setLevel(logging.DEBUG)
@@ -136,7 +136,7 @@ def test_oauth_refresh_and_rotation(portal, collected, monkeypatch):
     assert session is not None
     assert session.refresh_count == 1
     # The rotated tokens are secrets too.
-    secrets += [session._pair.access_token or "", session._pair.refresh_token]
+    secrets += [session.pair.access_token or "", session.pair.refresh_token]
     portal.inject_fault("profile", "error", count=1, error="INTERNAL_SERVER_ERROR", status=500)
     _call(hook, texts)
 

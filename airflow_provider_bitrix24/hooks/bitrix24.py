@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -11,30 +12,68 @@ from airflow.providers.common.compat.sdk import BaseHook
 if TYPE_CHECKING:
     from airflow_provider_bitrix24.client import AsyncBitrix24Client, BatchItem, Bitrix24Client, PortalConfig
     from airflow_provider_bitrix24.client.core import Command
+    from airflow_provider_bitrix24.client.limits import Limiter
     from airflow_provider_bitrix24.client.oauth import TokenPair
+    from airflow_provider_bitrix24.client.pipeline import Progress
 
-#: Airflow Variable holding the rotated OAuth token pair of a connection: ``bitrix24_oauth__<conn_id>``.
+#: Airflow Variables holding the rotated OAuth token pair of a chain: ``bitrix24_oauth__<chain id>``.
 TOKEN_VARIABLE_PREFIX = "bitrix24_oauth__"
 
 
 def _mask(secret: str) -> None:
-    from airflow.providers.common.compat.sdk import mask_secret
-
+    try:
+        from airflow.providers.common.compat.sdk import mask_secret
+    except ImportError:  # common-compat older than 1.22 (the newest for Python 3.10)
+        try:
+            from airflow.sdk.log import mask_secret
+        except ImportError:
+            from airflow.utils.log.secrets_masker import mask_secret  # type: ignore[no-redef]
     mask_secret(secret)
+
+
+async def _amask(secret: str) -> None:
+    """Mask without a sync round trip to the supervisor from an event loop (Airflow 3's ``amask_secret``)."""
+    try:
+        from airflow.sdk.log import amask_secret
+    except ImportError:  # Airflow 2: masking is local, no I/O
+        _mask(secret)
+        return
+    await amask_secret(secret)
+
+
+def _supervisor_comms() -> Any:
+    """Airflow 3's channel to the supervisor when this process has an async one (the triggerer), else ``None``."""
+    try:
+        from airflow.sdk.execution_time import task_runner
+    except ImportError:
+        return None
+    comms = getattr(task_runner, "SUPERVISOR_COMMS", None)
+    return comms if comms is not None and hasattr(comms, "asend") else None
 
 
 class VariableTokenStore:
     """
-    Keep rotated OAuth tokens in the Airflow Variable ``bitrix24_oauth__<conn_id>`` (JSON).
+    Keep the rotated OAuth tokens of a chain in the Airflow Variable ``bitrix24_oauth__<chain id>`` (JSON).
 
-    Bitrix24 invalidates a refresh token as soon as it is used, so the new pair must be stored where the next
-    task process looks first; the Connection's extras only hold the initial pair. Inside a task the Task SDK's
-    ``Variable`` is used; elsewhere (``airflow connections test``, scripts) the metadata database's model is.
+    Bitrix24 invalidates a refresh token as soon as it is used, so the new pair must be stored where every other
+    process looks first; the Connection's extras only hold the pair the chain started from. The key depends on
+    the portal, the application and that first refresh token, not on the connection id, so testing a connection
+    (Airflow does it under a random id) finds and updates the same chain as the tasks. Inside a task the Task
+    SDK's ``Variable`` is used, in a triggerer its async channel, elsewhere (``airflow connections test``, scripts)
+    the metadata database's model.
+
+    :param chain: The chain's id (:func:`~airflow_provider_bitrix24.client.oauth.chain_id`).
+    :param conn_id: Read ``bitrix24_oauth__<conn_id>`` (where earlier versions kept the pair) when the chain has
+        no Variable yet.
     """
 
-    def __init__(self, conn_id: str, log: Any) -> None:
-        self.key = f"{TOKEN_VARIABLE_PREFIX}{conn_id}"
+    def __init__(self, chain: str, log: Any, conn_id: str | None = None) -> None:
+        self.key = f"{TOKEN_VARIABLE_PREFIX}{chain}"
+        self.legacy_key = f"{TOKEN_VARIABLE_PREFIX}{conn_id}" if conn_id else None
         self.log = log
+
+    def __repr__(self) -> str:
+        return f"VariableTokenStore({self.key!r})"
 
     @staticmethod
     def _variable_classes() -> list[Any]:
@@ -49,34 +88,71 @@ class VariableTokenStore:
             classes.append(VariableModel)
         return classes
 
-    def load(self) -> TokenPair | None:
+    def _keys(self) -> list[str]:
+        return [self.key, self.legacy_key] if self.legacy_key else [self.key]
+
+    def _parse(self, key: str, raw: Any) -> TokenPair | None:
         from airflow_provider_bitrix24.client.oauth import TokenPair
 
-        for variable in self._variable_classes():
-            try:
-                raw = variable.get(self.key)
-            except Exception:  # missing, or not reachable from this kind of process: try the next way
-                continue
-            pair = TokenPair.from_json(raw) if isinstance(raw, str) else None
-            if pair is None:
-                self.log.warning("Variable %s does not hold a Bitrix24 token pair; ignoring it", self.key)
-            return pair
+        pair = TokenPair.from_json(raw) if isinstance(raw, str) else None
+        if pair is None:
+            self.log.warning("Variable %s does not hold a Bitrix24 token pair; ignoring it", key)
+        return pair
+
+    def load(self) -> TokenPair | None:
+        for key in self._keys():
+            for variable in self._variable_classes():
+                try:
+                    raw = variable.get(key)
+                except Exception:  # missing, or not reachable from this kind of process: try the next way
+                    continue
+                return self._parse(key, raw)
         return None
 
     def save(self, pair: TokenPair) -> None:
-        failure = ""
+        from airflow_provider_bitrix24.client.oauth import token_store_error
+
+        failure: Exception | None = None
         for variable in self._variable_classes():
             try:
-                variable.set(self.key, pair.to_json(), description="Rotated Bitrix24 OAuth tokens (kept by the hook)")
+                variable.set(self.key, pair.to_json(), description=_DESCRIPTION)
+                self.log.info("Stored the rotated Bitrix24 OAuth tokens in Variable %s", self.key)
                 return
             except Exception as exc:
-                failure = type(exc).__name__
-        self.log.warning(
-            "Could not store the rotated Bitrix24 tokens in Variable %s (%s); the next process will need a new "
-            "refresh token in the connection",
-            self.key,
-            failure,
-        )
+                failure = exc
+        raise token_store_error(f"Variable {self.key}", failure)
+
+    async def aload(self) -> TokenPair | None:
+        comms = _supervisor_comms()
+        if comms is None:
+            return await asyncio.to_thread(self.load)
+        from airflow.sdk.execution_time.comms import GetVariable, VariableResult
+
+        for key in self._keys():
+            answer = await comms.asend(GetVariable(key=key))
+            if isinstance(answer, VariableResult) and answer.value is not None:
+                return self._parse(key, answer.value)
+        return None
+
+    async def asave(self, pair: TokenPair) -> None:
+        comms = _supervisor_comms()
+        if comms is None:
+            await asyncio.to_thread(self.save, pair)
+            return
+        from airflow.sdk.execution_time.comms import ErrorResponse, PutVariable
+
+        from airflow_provider_bitrix24.client.oauth import token_store_error
+
+        try:
+            answer = await comms.asend(PutVariable(key=self.key, value=pair.to_json(), description=_DESCRIPTION))
+        except Exception as exc:
+            raise token_store_error(f"Variable {self.key}", exc) from None
+        if isinstance(answer, ErrorResponse):
+            raise token_store_error(f"Variable {self.key}", RuntimeError(str(answer.error)))
+        self.log.info("Stored the rotated Bitrix24 OAuth tokens in Variable %s", self.key)
+
+
+_DESCRIPTION = "Rotated Bitrix24 OAuth tokens (kept by the Bitrix24 provider; refresh tokens work once)"
 
 
 class Bitrix24Hook(BaseHook):
@@ -123,24 +199,54 @@ class Bitrix24Hook(BaseHook):
             host=host, login=conn.login, password=conn.password, port=conn.port, extra=conn.extra_dejson
         )
 
-    def _client_kwargs(self, config: PortalConfig) -> dict[str, Any]:
+    def _client_kwargs(self, config: PortalConfig, *, asynchronous: bool = False) -> dict[str, Any]:
         from airflow_provider_bitrix24.client import OAuthCredentials
+        from airflow_provider_bitrix24.client.oauth import chain_id
 
-        store = (
-            VariableTokenStore(self.bitrix24_conn_id, self.log) if isinstance(config.auth, OAuthCredentials) else None
-        )
-        return {"token_store": store, "on_new_secret": _mask, "retry_policy": self.retry_policy, "logger": self.log}
+        store = None
+        if isinstance(config.auth, OAuthCredentials):
+            store = VariableTokenStore(chain_id(config.portal_key, config.auth), self.log, self.bitrix24_conn_id)
+        masker: Callable[[str], Any] = _amask if asynchronous else _mask
+        return {"token_store": store, "on_new_secret": masker, "retry_policy": self.retry_policy, "logger": self.log}
+
+    @staticmethod
+    def _redis_conn_id(conn: Any) -> str | None:
+        """The ``redis_conn_id`` extra: the Airflow Redis connection through which processes share the limits."""
+        from airflow_provider_bitrix24.client.errors import Bitrix24ConfigError
+
+        extra = conn.extra_dejson if isinstance(conn.extra_dejson, dict) else {}
+        value = extra.get("redis_conn_id")
+        if value in (None, ""):
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise Bitrix24ConfigError("extra.redis_conn_id", "must be the id of an Airflow Redis connection")
+        return value.strip()
+
+    @cached_property
+    def _connection(self) -> Any:
+        return self.get_connection(self.bitrix24_conn_id)
 
     @cached_property
     def config(self) -> PortalConfig:
-        return self.config_from_connection(self.get_connection(self.bitrix24_conn_id))
+        return self.config_from_connection(self._connection)
+
+    def _limiter(self, config: PortalConfig, redis_conn_id: str | None) -> Limiter | None:
+        if redis_conn_id is None:
+            return None
+        from airflow_provider_bitrix24.hooks._redis import redis_limiter
+
+        return redis_limiter(config, self.get_connection(redis_conn_id), redis_conn_id)
 
     @cached_property
     def client(self) -> Bitrix24Client:
         """The synchronous client, built on first use."""
         from airflow_provider_bitrix24.client import Bitrix24Client
 
-        return Bitrix24Client(self.config, **self._client_kwargs(self.config))
+        config = self.config
+        for secret in config.auth.secrets:
+            _mask(secret)
+        limiter = self._limiter(config, self._redis_conn_id(self._connection))
+        return Bitrix24Client(config, limiter=limiter, **self._client_kwargs(config))
 
     def get_conn(self) -> Bitrix24Client:
         return self.client
@@ -153,7 +259,16 @@ class Bitrix24Hook(BaseHook):
 
         conn = await get_async_connection(conn_id=self.bitrix24_conn_id, hook=self)
         config = self.config_from_connection(conn)
-        return AsyncBitrix24Client(config, **self._client_kwargs(config))
+        for secret in config.auth.secrets:
+            await _amask(secret)
+        limiter = None
+        redis_conn_id = self._redis_conn_id(conn)
+        if redis_conn_id is not None:
+            from airflow_provider_bitrix24.hooks._redis import redis_limiter
+
+            redis_conn = await get_async_connection(conn_id=redis_conn_id, hook=self)
+            limiter = redis_limiter(config, redis_conn, redis_conn_id)
+        return AsyncBitrix24Client(config, limiter=limiter, **self._client_kwargs(config, asynchronous=True))
 
     # -- calls
 
@@ -166,17 +281,31 @@ class Bitrix24Hook(BaseHook):
         """
         return self.client.call(method, params)
 
-    def call_batch(self, commands: Sequence[Command] | Mapping[str, Command], *, halt: bool = False) -> list[BatchItem]:
+    def call_batch(
+        self,
+        commands: Sequence[Command] | Mapping[str, Command],
+        *,
+        halt: bool = False,
+        stop_codes: frozenset[str] = frozenset(),
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> list[BatchItem]:
         """
-        Run many ``(method, params)`` commands through ``batch``, 50 per request.
+        Run many ``(method, params)`` commands through ``batch``: 50 per request, and as many requests in flight as
+        the portal's limits allow.
 
+        :param commands: A list of ``(method, params)``, or a mapping of your own keys to them; keys reach the
+            portal unchanged, so ``$result[key][...]`` references work between commands of one request (50).
+        :param halt: Stop at the first failing command (requests then go one at a time).
+        :param stop_codes: Error codes after which no new request is sent; commands not sent carry
+            ``NOT_EXECUTED``.
+        :param on_progress: Called after each finished request with the counts so far.
         :return: One :class:`~airflow_provider_bitrix24.client.BatchItem` per command, in input order; a failed
             command carries its error and never hides the others' results.
         """
-        return self.client.batch(commands, halt=halt)
+        return self.client.batch(commands, halt=halt, stop_codes=stop_codes, on_progress=on_progress)
 
     def list_all(self, method: str, params: Mapping[str, Any] | None = None, limit: int | None = None) -> list[Any]:
-        """Every item of a list method, following ``next``."""
+        """Every row of a list method, following ``next`` (rows wrapped as ``{"tasks": [...]}`` are unwrapped)."""
         return self.client.list_all(method, params, limit)
 
     def test_connection(self) -> tuple[bool, str]:

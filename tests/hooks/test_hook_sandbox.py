@@ -277,7 +277,7 @@ def test_oauth_expired_token_is_refreshed_once_and_rotated(sandbox, monkeypatch)
     assert session.access_token != tokens["access_token"]
     # The old refresh token was used up by the rotation.
     proc_env_refresh = tokens["refresh_token"]
-    assert session._pair.refresh_token != proc_env_refresh
+    assert session.pair.refresh_token != proc_env_refresh
     # A second call reuses the new token without another refresh.
     hook.call("profile")
     assert session.refresh_count == 1

@@ -12,11 +12,38 @@ from tests.helpers import oauth_connection, set_conn
 
 def test_store_round_trip(airflow_db):
     store = VariableTokenStore("store_round_trip", logging.getLogger(__name__))
+    assert store.key == "bitrix24_oauth__store_round_trip"
     assert store.load() is None
-    store.save(TokenPair("access-123456", "refresh-123456", 1234.0))
+    store.save(TokenPair("access-123456", "refresh-123456", 1234.0, 1000.0))
     loaded = store.load()
     assert loaded is not None
-    assert (loaded.access_token, loaded.refresh_token, loaded.expires_at) == ("access-123456", "refresh-123456", 1234.0)
+    assert (loaded.access_token, loaded.refresh_token, loaded.expires_at, loaded.refreshed_at) == (
+        "access-123456",
+        "refresh-123456",
+        1234.0,
+        1000.0,
+    )
+
+
+def test_store_reads_the_variable_of_earlier_versions_until_the_chain_has_its_own(airflow_db):
+    from airflow.models.variable import Variable
+
+    Variable.set("bitrix24_oauth__legacy_conn", TokenPair("access-legacy1", "refresh-legacy1").to_json())
+    store = VariableTokenStore("legacy_chain", logging.getLogger(__name__), conn_id="legacy_conn")
+    loaded = store.load()
+    assert loaded is not None
+    assert loaded.refresh_token == "refresh-legacy1"
+    store.save(TokenPair("access-new-001", "refresh-new-001"))
+    assert Variable.get("bitrix24_oauth__legacy_chain") is not None
+    reloaded = store.load()
+    assert reloaded is not None
+    assert reloaded.refresh_token == "refresh-new-001"
+
+
+def _chain_store(hook: Bitrix24Hook) -> VariableTokenStore:
+    store = hook.client.engine.token_store
+    assert isinstance(store, VariableTokenStore)
+    return store
 
 
 def test_next_process_uses_the_rotated_pair_not_the_stale_extras(sandbox, monkeypatch, airflow_db):
@@ -24,7 +51,9 @@ def test_next_process_uses_the_rotated_pair_not_the_stale_extras(sandbox, monkey
     set_conn(monkeypatch, "b24_rotation", oauth_connection(sandbox, tokens))
     first = Bitrix24Hook(bitrix24_conn_id="b24_rotation")
     first.call("profile")
-    stored = VariableTokenStore("b24_rotation", logging.getLogger(__name__)).load()
+    store = _chain_store(first)
+    assert store.key == f"bitrix24_oauth__{oauth.chain_id(first.config.portal_key, first.config.auth)}"
+    stored = store.load()
     assert stored is not None
     assert stored.refresh_token != tokens["refresh_token"]
 

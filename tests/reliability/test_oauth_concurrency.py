@@ -10,7 +10,6 @@ in flight with the old token before the first ``expired_token`` comes back.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -74,7 +73,9 @@ def test_one_refresh_serves_eight_threads_and_the_next_process_when_all_meet_exp
     for thread in threads:
         thread.join(30)
 
-    stored = VariableTokenStore(conn_id, logging.getLogger(__name__)).load()
+    store = Bitrix24Hook(bitrix24_conn_id=conn_id).client.engine.token_store
+    assert isinstance(store, VariableTokenStore)
+    stored = store.load()
     assert stored is not None
     leak_scan.secret(stored.access_token)
     leak_scan.secret(stored.refresh_token)
