@@ -14,12 +14,10 @@ from airflow_provider_bitrix24.validation import positive_int
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
-    from airflow_provider_bitrix24.client.core import BatchItem
+    from airflow_provider_bitrix24.client.pipeline import Progress
     from airflow_provider_bitrix24.hooks.bitrix24 import Bitrix24Hook
 
 METHOD = "imopenlines.message.quick.save"
-#: Commands per ``batch`` request (the portal's maximum).
-BATCH_SIZE = 50
 #: Errors that concern the chat or the credential, not one message: every other save would fail the same way.
 CHAT_LEVEL_CODES = frozenset(
     {"CHAT_ID", "CHAT_TYPE", "ACCESS_DENIED", "insufficient_scope", "NO_AUTH_FOUND", "INVALID_CREDENTIALS"}
@@ -58,8 +56,8 @@ class SaveQuickAnswerOperator(BaseOperator):
     """
     Save open-line chat messages to the portal's quick answers (``imopenlines.message.quick.save``).
 
-    One message is saved with one call; many are sent through ``batch`` requests of up to 50 saves, paced to the
-    portal's rate limit. Duplicated ids are saved once. Messages that cannot be saved (``CANT_SAVE_QUICK_ANSWER``)
+    One message is saved with one call; many are sent through ``batch`` requests of up to 50 saves, several in flight
+    at once as the portal's rate limit allows (never the same message in two requests). Duplicated ids are saved once. Messages that cannot be saved (``CANT_SAVE_QUICK_ANSWER``)
     do not stop the others: the task saves everything it can, then fails naming them. Errors about the chat or
     the credential fail the task at once, without retries; transient errors that outlast the client's retries
     leave the task to Airflow's ``retries``, and a later try saves the rest without duplicating anything (the
@@ -120,51 +118,70 @@ class SaveQuickAnswerOperator(BaseOperator):
 
     def _save_one(self, chat_id: int, message_id: int) -> None:
         try:
-            self.hook.call(METHOD, {"CHAT_ID": chat_id, "MESSAGE_ID": message_id})
+            result = self.hook.call(METHOD, {"CHAT_ID": chat_id, "MESSAGE_ID": message_id})
         except Exception as exc:
             self._raise(exc)
+        if result is not True:
+            raise AirflowFailException(
+                f"Could not save message {message_id} of chat {chat_id}: the portal answered {result!r} instead of "
+                "true, so nothing was saved. Hint: check that the message exists and that the connection's user may "
+                "edit the line's quick-answer list."
+            )
 
     def _save_many(self, chat_id: int, ids: list[int]) -> None:
         from airflow_provider_bitrix24.client.errors import Bitrix24Error
         from airflow_provider_bitrix24.failures import describe, to_airflow
 
-        failed: list[BatchItem] = []
-        transient: list[BatchItem] = []
         saved = 0
-        for start in range(0, len(ids), BATCH_SIZE):
-            chunk = ids[start : start + BATCH_SIZE]
-            commands = {str(m): (METHOD, {"CHAT_ID": chat_id, "MESSAGE_ID": m}) for m in chunk}
-            try:
-                items = self.hook.call_batch(commands)
-            except Bitrix24Error as err:
-                if saved or failed:
-                    self.log.warning("Stopped after saving %d/%d: %s", saved, len(ids), err)
-                raise to_airflow(err) from None
-            for item in items:
-                if item.ok:
+        failed = 0
+
+        def progress(update: Progress) -> None:
+            nonlocal saved, failed
+            for item in update.items:
+                if item.ok and item.result is True:
                     saved += 1
-                elif item.error is not None and item.error.retryable:
-                    transient.append(item)
                 else:
-                    failed.append(item)
-            chat_level = [i for i in failed if i.error is not None and i.error.code in CHAT_LEVEL_CODES]
-            if chat_level and chat_level[0].error is not None:
-                # Every other message of this chat would fail the same way: stop now.
-                raise AirflowFailException(describe(chat_level[0].error))
-            self.log.info("Saved %d/%d, %d failed", saved, len(ids), len(failed) + len(transient))
-        if failed:
-            reasons = "; ".join(f"{item.key}: {item.error.code if item.error else '?'}" for item in failed[:20])
-            more = f" and {len(failed) - 20} more" if len(failed) > 20 else ""
-            first = failed[0].error
-            hint = describe(first).split(". Hint: ", 1)[-1] if first is not None else ""
+                    failed += 1
+            self.log.info("Saved %d/%d, %d failed", saved, len(ids), failed)
+
+        commands = {str(m): (METHOD, {"CHAT_ID": chat_id, "MESSAGE_ID": m}) for m in ids}
+        try:
+            items = self.hook.call_batch(commands, stop_codes=CHAT_LEVEL_CODES, on_progress=progress)
+        except Bitrix24Error as err:
+            if saved or failed:
+                self.log.warning("Stopped after saving %d/%d: %s", saved, len(ids), err)
+            raise to_airflow(err) from None
+        chat_level = next((i.error for i in items if i.error is not None and i.error.code in CHAT_LEVEL_CODES), None)
+        if chat_level is not None:
+            # Every other message of this chat would fail the same way: no new request was sent after it.
+            raise AirflowFailException(describe(chat_level))
+        failures: list[tuple[str, str]] = []
+        transient: list[str] = []
+        for item in items:
+            if item.error is not None and item.error.retryable:
+                transient.append(item.key)
+            elif item.error is not None:
+                failures.append((item.key, item.error.code))
+            elif item.result is not True:
+                failures.append((item.key, f"answered {item.result!r}"))
+        if failures:
+            reasons = "; ".join(f"{key}: {why}" for key, why in failures[:20])
+            more = f" and {len(failures) - 20} more" if len(failures) > 20 else ""
+            first = next((i.error for i in items if i.error is not None and not i.error.retryable), None)
+            hint = (
+                describe(first).split(". Hint: ", 1)[-1]
+                if first is not None
+                else "the portal answered false: check that the messages exist and the user may edit the list"
+            )
+            done = len(ids) - len(failures) - len(transient)
             raise AirflowFailException(
-                f"Could not save {len(failed)} of {len(ids)} message(s) of chat {chat_id} "
-                f"(the other {saved} were saved): {reasons}{more}. Hint: {hint}"
+                f"Could not save {len(failures)} of {len(ids)} message(s) of chat {chat_id} "
+                f"(the other {done} were saved): {reasons}{more}. Hint: {hint}"
             )
         if transient:
             from airflow.providers.common.compat.sdk import AirflowException
 
-            keys = ", ".join(item.key for item in transient[:20])
+            keys = ", ".join(transient[:20])
             raise AirflowException(
                 f"{len(transient)} of {len(ids)} message(s) were not saved because of transient portal errors "
                 f"({keys}); the task's retries will save them (saving a message again updates the same answer)"
