@@ -25,10 +25,12 @@ import contextlib
 import itertools
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from airflow_provider_bitrix24.client.pipeline import AdaptiveWindow
 from airflow_provider_bitrix24.history import METHOD, HistoryFilter, extract_messages
 
 if TYPE_CHECKING:
@@ -38,8 +40,9 @@ if TYPE_CHECKING:
 
 #: Commands per ``batch`` request (the portal's maximum).
 BATCH_SIZE: Final = 50
-#: Batch requests a poller keeps in flight at once; the rate limit is enforced by the client's bucket anyway.
-MAX_IN_FLIGHT: Final = 4
+#: Most batch requests a poller keeps in flight; within it, an adaptive window follows the portal's speed, and
+#: the client's bucket decides when each request goes.
+MAX_IN_FLIGHT: Final = 32
 #: A batch with room left also takes waits due within this share of their interval, so that waits which fell
 #: out of step (different start times, pacing) are merged into full batches instead of many small ones.
 EARLY_SHARE: Final = 0.25
@@ -94,7 +97,7 @@ class SessionPoller:
         self._loop = asyncio.get_running_loop()
         self._subscriptions: set[Subscription] = set()
         self._wakeup = asyncio.Event()
-        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._window = AdaptiveWindow(MAX_IN_FLIGHT, initial=4)
         self._in_flight: set[asyncio.Task[None]] = set()
         self._seq = itertools.count()
         self._task: asyncio.Task[None] | None = None
@@ -153,14 +156,20 @@ class SessionPoller:
                 self._fail_all(exc)
                 return
             while self._subscriptions:
-                await self._slots.acquire()
+                blocked = self._client.engine.limiter.blocked_until(METHOD)
+                if blocked is not None:
+                    # The method is refused until then: polling now would only spend requests on refusals.
+                    await self._sleep(blocked - time.time())
+                    continue
+                if len(self._in_flight) >= self._window.size:
+                    await self._sleep(None)
+                    continue
                 chunk = self._take_due()
                 if chunk:
                     task = self._loop.create_task(self._poll(chunk))
                     self._in_flight.add(task)
                     task.add_done_callback(self._poll_done)
                     continue
-                self._slots.release()
                 await self._sleep_until_due()
         finally:
             self._deregister()
@@ -175,7 +184,6 @@ class SessionPoller:
 
     def _poll_done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
-        self._slots.release()
         self._wakeup.set()
         if not task.cancelled() and task.exception() is not None:
             # A bug, not a portal answer: end every wait of the poller with it rather than poll forever.
@@ -207,13 +215,17 @@ class SessionPoller:
         return chunk
 
     async def _sleep_until_due(self) -> None:
-        self._wakeup.clear()
         pending = [s.due for s in self._subscriptions if s.active]
         timeout = max(0.0, min(pending) - self._loop.time()) if pending else None
         if timeout == math.inf:
             timeout = None  # everything is in flight; a finished request wakes us up
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), timeout)
+        await self._sleep(timeout)
+
+    async def _sleep(self, timeout: float | None) -> None:
+        """Wait ``timeout`` seconds (``None``: until woken), or less when a wait arrives or a request ends."""
+        self._wakeup.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), None if timeout is None else max(0.0, timeout))
 
     async def _poll(self, chunk: dict[Target, list[Subscription]]) -> None:
         from airflow_provider_bitrix24.client.errors import Bitrix24Error
@@ -223,10 +235,12 @@ class SessionPoller:
         targets = dict(zip(commands, chunk, strict=True))
         self.stats.requests += 1
         self.stats.commands += len(commands)
+        started = time.monotonic()
         try:
             items = await self._client.batch(commands)
         except Bitrix24Error as err:
             if err.retryable:
+                self._window.on_overload(time.monotonic() - started)
                 self.stats.transient_errors += 1
                 log.warning(
                     "Bitrix24 history poll of %d session(s) failed with %s; polling again later", len(chunk), err
@@ -236,6 +250,7 @@ class SessionPoller:
             log.error("Bitrix24 history poll failed with %s; ending every wait of connection %s", err, self.key)
             self._fail_all(err)
             return
+        self._window.on_answer(time.monotonic() - started, len(commands))
         transient: list[str] = []
         for item in items:
             for subscription in chunk[targets[item.key]]:
@@ -267,8 +282,10 @@ class SessionPoller:
 
     def _reschedule(self, subscriptions: Any) -> None:
         now = self._loop.time()
+        blocked = self._client.engine.limiter.blocked_until(METHOD) if self._client is not None else None
+        not_before = now + (blocked - time.time()) if blocked is not None else now
         for subscription in subscriptions:
-            subscription.due = now + subscription.interval
+            subscription.due = max(now + subscription.interval, not_before)
 
     def _fail_all(self, exc: BaseException | None) -> None:
         for subscription in list(self._subscriptions):
