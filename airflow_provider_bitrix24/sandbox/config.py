@@ -17,6 +17,11 @@ from typing import Any
 #: Scopes of the default webhook and of the OAuth application.
 FULL_SCOPES: tuple[str, ...] = ("imopenlines", "im", "imbot", "user", "crm")
 
+#: Fields that take one of a few names, and the names they take.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "auth_error_style": ("code", "docs"),
+}
+
 #: ``(burst, per_second)`` of the leaky bucket per plan; ``None`` switches the bucket off.
 PRESETS: dict[str, tuple[int, float] | None] = {
     "standard": (50, 2.0),
@@ -70,14 +75,16 @@ class SandboxConfig:
     :param operating_bucket: Length of one bucket, seconds (60 on the cloud).
     :param operating_cost: Execution seconds charged per call of a method, instead of the measured time.
     :param https_required: Refuse plain-HTTP webhook calls with ``INVALID_REQUEST``.
-    :param auth_error_style: ``"docs"`` answers a wrong webhook with ``NO_AUTH_FOUND``, ``"code"`` with
-        ``INVALID_CREDENTIALS``.
+    :param auth_error_style: How a wrong webhook code is answered: ``"code"`` (default, what real portals answer)
+        with ``INVALID_CREDENTIALS`` (401), ``"docs"`` with ``NO_AUTH_FOUND`` (401) as the documentation's table says.
     :param access_token_ttl: Lifetime of OAuth access tokens, seconds.
     :param refresh_token_ttl: Lifetime of OAuth refresh tokens, seconds.
     :param auth_code_ttl: Lifetime of OAuth authorization codes, seconds.
     :param rest_unavailable: The plan has no REST access (``ACCESS_DENIED``).
     :param overloaded: REST is blocked manually (``OVERLOAD_LIMIT``).
-    :param portal_deleted: The portal is closed (``PORTAL_DELETED``).
+    :param portal_deleted: The portal is closed (``PORTAL_DELETED``, 410).
+    :param subscription_ended: The portal's subscription has ended (``PAYMENT_REQUIRED``, 401, "Subscription has been
+        ended"), on every REST call.
     :param app_user_restricted: The application is restricted to other users (``user_access_error``, OAuth only).
     :param payment_required: The token endpoint answers ``PAYMENT_REQUIRED``.
     :param quick_save_race: Run the quick-answer lookup and insert without a lock between them, as the real
@@ -112,13 +119,14 @@ class SandboxConfig:
     operating_bucket: float = 60.0
     operating_cost: dict[str, float] = field(default_factory=dict)
     https_required: bool = False
-    auth_error_style: str = "docs"
+    auth_error_style: str = "code"
     access_token_ttl: float = 3600.0
     refresh_token_ttl: float = 180 * 86400.0
     auth_code_ttl: float = 30.0
     rest_unavailable: bool = False
     overloaded: bool = False
     portal_deleted: bool = False
+    subscription_ended: bool = False
     app_user_restricted: bool = False
     payment_required: bool = False
     quick_save_race: bool = False
@@ -142,6 +150,8 @@ class SandboxConfig:
         self.webhooks = [WebhookSpec.from_value(w) for w in self.webhooks]
         self.operating_cost = {str(k).lower(): float(v) for k, v in self.operating_cost.items()}
         self.oauth_scopes = tuple(self.oauth_scopes)
+        for name in CHOICES:
+            _check_choice(name, getattr(self, name))
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> SandboxConfig:
@@ -200,6 +210,8 @@ def _coerce(name: str, current: Any, value: Any) -> Any:
             return {str(k).lower(): float(v) for k, v in value.items()}
         if name == "oauth_scopes":
             return tuple(str(s) for s in value)
+        if name in CHOICES:
+            return _check_choice(name, value)
         if isinstance(current, bool):
             if not isinstance(value, bool):
                 raise ValueError(f"{name} must be true or false")
@@ -213,3 +225,9 @@ def _coerce(name: str, current: Any, value: Any) -> Any:
     except (TypeError, KeyError) as exc:
         raise ValueError(f"bad value for {name}: {exc}") from None
     return value
+
+
+def _check_choice(name: str, value: Any) -> str:
+    if value not in CHOICES[name]:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, CHOICES[name]))}, not {value!r}")
+    return str(value)

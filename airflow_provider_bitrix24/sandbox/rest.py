@@ -1,8 +1,8 @@
 """
 The REST pipeline of the portal, independent of HTTP.
 
-One ``/rest/`` request goes through, in order: portal-wide flags (``PORTAL_DELETED``, the plan's
-``ACCESS_DENIED``, ``OVERLOAD_LIMIT``), the per-IP leaky bucket, HTTPS (webhooks, when required), the credential
+One ``/rest/`` request goes through, in order: portal-wide flags (``PORTAL_DELETED``, ``PAYMENT_REQUIRED``, the
+plan's ``ACCESS_DENIED``, ``OVERLOAD_LIMIT``), the per-IP leaky bucket, HTTPS (webhooks, when required), the credential
 (webhook code, or OAuth token from ``auth``, ``access_token`` or ``Authorization: Bearer``), the method lookup,
 its scope, its operating limit, and finally the handler. ``batch`` runs its commands through the same steps after
 the credential, each command checked against its own operating limit, and is not metered itself.
@@ -143,6 +143,8 @@ class RestEngine:
         config = self.config
         if config.portal_deleted:
             raise RestError("PORTAL_DELETED")
+        if config.subscription_ended:
+            raise RestError("PAYMENT_REQUIRED")
         if config.rest_unavailable:
             raise RestError("ACCESS_DENIED")
         if config.overloaded:
@@ -173,9 +175,9 @@ class RestEngine:
             user, code = call.webhook
             spec = next((w for w in config.webhooks if w.code == code), None)
             if spec is None or str(spec.user_id) != user:
-                if config.auth_error_style == "code":
-                    raise RestError("INVALID_CREDENTIALS", status=401)
-                raise RestError("NO_AUTH_FOUND")
+                if config.auth_error_style == "docs":
+                    raise RestError("NO_AUTH_FOUND")
+                raise RestError("INVALID_CREDENTIALS")
             self._require_user(spec.user_id)
             return Caller("webhook", spec.user_id, tuple(spec.scopes), f"webhook:{spec.code}")
         token = _token_of(call)
