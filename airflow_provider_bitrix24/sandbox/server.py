@@ -234,7 +234,7 @@ class _Handler(BaseHTTPRequestHandler):
         portal.engine.stats.oauth_request()
         params = merge(parse_query(urlsplit(self.path).query), parse_body(body, self.headers.get("Content-Type", "")))
         try:
-            answer = portal.engine.oauth.grant(params, portal.base_url + "/rest/", urlsplit(portal.base_url).netloc)
+            answer = portal.engine.oauth.grant(params, portal.base_url + "/rest/")
         except OAuthError as exc:
             self._send_json(exc.status, exc.body())
             return
