@@ -20,6 +20,7 @@ FULL_SCOPES: tuple[str, ...] = ("imopenlines", "im", "imbot", "user", "crm")
 #: Fields that take one of a few names, and the names they take.
 CHOICES: dict[str, tuple[str, ...]] = {
     "auth_error_style": ("code", "docs"),
+    "batch_billing": ("batch", "command"),
 }
 
 #: ``(burst, per_second)`` of the leaky bucket per plan; ``None`` switches the bucket off.
@@ -74,6 +75,10 @@ class SandboxConfig:
     :param operating_window: Lifetime of one bucket, seconds (600 on the cloud).
     :param operating_bucket: Length of one bucket, seconds (60 on the cloud).
     :param operating_cost: Execution seconds charged per call of a method, instead of the measured time.
+    :param batch_billing: How a ``batch`` request is metered: ``"batch"`` (default, as 2026 portals do) charges the
+        whole batch's execution time to the method ``batch`` and not to its commands' methods; ``"command"`` (as
+        2022-2023 portals did) charges each command to its own method and leaves ``batch`` unmetered. A command
+        whose own method is blocked is refused inside a batch either way.
     :param https_required: Refuse plain-HTTP webhook calls with ``INVALID_REQUEST``.
     :param auth_error_style: How a wrong webhook code is answered: ``"code"`` (default, what real portals answer)
         with ``INVALID_CREDENTIALS`` (401), ``"docs"`` with ``NO_AUTH_FOUND`` (401) as the documentation's table says.
@@ -118,6 +123,7 @@ class SandboxConfig:
     operating_window: float = 600.0
     operating_bucket: float = 60.0
     operating_cost: dict[str, float] = field(default_factory=dict)
+    batch_billing: str = "batch"
     https_required: bool = False
     auth_error_style: str = "code"
     access_token_ttl: float = 3600.0
