@@ -95,6 +95,9 @@ class SandboxConfig:
     :param quick_save_race: Run the quick-answer lookup and insert without a lock between them, as the real
         portal does, so that concurrent saves of one message can both insert.
     :param race_window: Pause between lookup and insert when ``quick_save_race`` is on, seconds.
+    :param history_ignores_chat_id: Play a portal on an older imopenlines version whose
+        ``imopenlines.session.history.get`` ignores ``CHAT_ID``: a call without ``SESSION_ID`` answers
+        ``ACCESS_DENIED``.
     :param bulk_messages: Messages in the single session of the bulk chat.
     :param extra_sessions: Additional chats with one session each, for polling many sessions.
     :param list_page_size: Page size of list methods (50 on the cloud).
@@ -137,6 +140,7 @@ class SandboxConfig:
     payment_required: bool = False
     quick_save_race: bool = False
     race_window: float = 0.05
+    history_ignores_chat_id: bool = False
     bulk_messages: int = 3000
     extra_sessions: int = 0
     list_page_size: int = 50

@@ -16,6 +16,8 @@ from typing import Any
 WEBHOOK_SCOPE_TEXT = "The request requires higher privileges than provided by the webhook token"
 OAUTH_SCOPE_TEXT = "The request requires higher privileges than provided by the access token"
 CHAT_ACCESS_TEXT = "You do not have permission to access this chat."
+#: What ``session.history.get`` answered with ``CHAT_ID`` alone on older imopenlines versions (documentation note).
+HISTORY_CHAT_ID_IGNORED_TEXT = "You cannot open this conversation because you do not have sufficient rights."
 
 #: code -> (HTTP status, description), system errors first, then Open Lines method errors.
 ERRORS: dict[str, tuple[int, str]] = {

@@ -6,8 +6,8 @@ Routes:
 * ``/rest/{user_id}/{code}/{method}[.json][/]`` (webhook) and ``/rest/{method}[.json][/]`` (OAuth), GET or POST;
 * ``/oauth/token/`` (GET query or POST form): the token endpoint;
 * ``/_sandbox/...``: control endpoints for tests (no auth, not rate limited, JSON in and out):
-  ``GET quick-answers``, ``POST messages``, ``POST sessions``, ``POST faults``, ``POST reset``, ``POST config``,
-  ``GET stats``, ``GET seed``, ``GET health``.
+  ``GET quick-answers``, ``POST messages``, ``POST sessions``, ``POST sessions/close``, ``POST faults``,
+  ``POST reset``, ``POST config``, ``GET stats``, ``GET seed``, ``GET health``.
 
 Every answer carries ``Content-Length`` and connections are kept alive. Nothing is logged unless ``verbose`` is set,
 and then webhook codes and query strings are masked. No answer ever repeats a credential.
@@ -286,6 +286,9 @@ class _Handler(BaseHTTPRequestHandler):
             return {"id": message_id, "chat_id": portal.chat_of_session(session_id)}
         if name == "sessions":
             return {"session_id": portal.open_session(to_int(data.get("chat_id")))}
+        if name == "sessions/close":
+            portal.close_session(to_int(data.get("session_id")))
+            return {"ok": True}
         if name == "faults":
             options = dict(data)
             method = options.pop("method", "*")
@@ -549,6 +552,19 @@ class SandboxPortal:
             if chat_id not in state.chats:
                 raise LookupError(f"chat {chat_id} does not exist")
             return state.open_session(chat_id).id
+
+    def close_session(self, session_id: int) -> None:
+        """
+        Close a session: once a chat's latest session is closed, its ``entity_data_1`` names no session.
+
+        :raises LookupError: for an unknown session.
+        """
+        state = self.engine.state
+        with state.lock:
+            session = state.sessions.get(session_id)
+            if session is None:
+                raise LookupError(f"session {session_id} does not exist")
+            session.closed = True
 
     def stats(self) -> dict[str, Any]:
         return self.engine.stats.snapshot()

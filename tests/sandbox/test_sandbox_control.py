@@ -85,6 +85,15 @@ def test_sessions_endpoint_opens_a_session_and_closes_the_previous_one(http, api
     assert _control(http, portal, "POST", "sessions", {"chat_id": 424242})[0] == 404
 
 
+def test_close_session_endpoint(http, portal):
+    assert _control(http, portal, "POST", "sessions/close", {"session_id": SEED.sales_session_id}) == (
+        200,
+        {"ok": True},
+    )
+    assert portal.engine.state.sessions[SEED.sales_session_id].closed is True
+    assert _control(http, portal, "POST", "sessions/close", {"session_id": 424242})[0] == 404
+
+
 def test_config_endpoint_changes_the_live_config(http, api, portal):
     status, body = _control(
         http, portal, "POST", "config", {"rate_limit_enabled": True, "burst": 0, "per_second": 0.01}
