@@ -14,6 +14,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_provider_bitrix24.sandbox.latency import ANY_METHOD, check_seconds
+from airflow_provider_bitrix24.sandbox.latency import PRESETS as LATENCY_PRESETS
+
 #: Scopes of the default webhook and of the OAuth application.
 FULL_SCOPES: tuple[str, ...] = ("imopenlines", "im", "imbot", "user", "crm")
 
@@ -21,7 +24,10 @@ FULL_SCOPES: tuple[str, ...] = ("imopenlines", "im", "imbot", "user", "crm")
 CHOICES: dict[str, tuple[str, ...]] = {
     "auth_error_style": ("code", "docs"),
     "batch_billing": ("batch", "command"),
+    "latency": tuple(LATENCY_PRESETS),
 }
+#: Latency figures that default to the ``latency`` preset's when left ``None``.
+LATENCY_FIGURES = ("network_round_trip", "request_overhead")
 
 #: ``(burst, per_second)`` of the leaky bucket per plan; ``None`` switches the bucket off.
 PRESETS: dict[str, tuple[int, float] | None] = {
@@ -110,6 +116,13 @@ class SandboxConfig:
     :param oauth_access_token: Access token valid right after start and after every reset.
     :param oauth_refresh_token: Refresh token valid right after start and after every reset.
     :param member_id: Stable portal id reported with OAuth tokens.
+    :param latency: Latency model preset: ``"off"`` (default: answers as fast as the machine allows) or
+        ``"realistic"`` (documented figures; see :mod:`airflow_provider_bitrix24.sandbox.latency`).
+    :param network_round_trip: Network round trip per HTTP request, seconds; ``None`` takes the preset's.
+    :param request_overhead: The portal's own time per request outside any method, seconds; ``None`` takes the
+        preset's.
+    :param processing_time: Processing seconds per call of a method (``"*"``: every method not listed), laid over
+        the preset's.
     :param log_size: Entries kept in the request log of ``/_sandbox/stats``.
     :param verbose: Print one line per request (method and status, secrets masked) to stderr.
     """
@@ -153,12 +166,20 @@ class SandboxConfig:
     oauth_access_token: str = "sandbox-access-0000"
     oauth_refresh_token: str = "sandbox-refresh-0000"
     member_id: str = "sandbox0000member0000000000000000"
+    latency: str = "off"
+    network_round_trip: float | None = None
+    request_overhead: float | None = None
+    processing_time: dict[str, float] = field(default_factory=dict)
     log_size: int = 20000
     verbose: bool = False
 
     def __post_init__(self) -> None:
         self.webhooks = [WebhookSpec.from_value(w) for w in self.webhooks]
         self.operating_cost = {str(k).lower(): float(v) for k, v in self.operating_cost.items()}
+        self.processing_time = _processing_time(self.processing_time)
+        for name in LATENCY_FIGURES:
+            value = getattr(self, name)
+            setattr(self, name, None if value is None else check_seconds(name, value))
         self.oauth_scopes = tuple(self.oauth_scopes)
         for name in CHOICES:
             _check_choice(name, getattr(self, name))
@@ -185,7 +206,12 @@ class SandboxConfig:
 
     def copy(self) -> SandboxConfig:
         """An independent copy (the mutable fields are copied too)."""
-        return dataclasses.replace(self, operating_cost=dict(self.operating_cost), webhooks=list(self.webhooks))
+        return dataclasses.replace(
+            self,
+            operating_cost=dict(self.operating_cost),
+            processing_time=dict(self.processing_time),
+            webhooks=list(self.webhooks),
+        )
 
     def update(self, **fields: Any) -> None:
         """
@@ -222,6 +248,10 @@ def _coerce(name: str, current: Any, value: Any) -> Any:
             return tuple(str(s) for s in value)
         if name in CHOICES:
             return _check_choice(name, value)
+        if name == "processing_time":
+            return _processing_time(value)
+        if name in LATENCY_FIGURES:
+            return None if value is None else check_seconds(name, value)
         if isinstance(current, bool):
             if not isinstance(value, bool):
                 raise ValueError(f"{name} must be true or false")
@@ -241,3 +271,12 @@ def _check_choice(name: str, value: Any) -> str:
     if value not in CHOICES[name]:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, CHOICES[name]))}, not {value!r}")
     return str(value)
+
+
+def _processing_time(value: Any) -> dict[str, float]:
+    if not isinstance(value, dict):
+        raise ValueError("processing_time must be an object of method -> seconds")
+    return {
+        ANY_METHOD if k == ANY_METHOD else str(k).lower(): check_seconds(f"processing_time[{k!r}]", v)
+        for k, v in value.items()
+    }

@@ -21,6 +21,7 @@ from airflow_provider_bitrix24.sandbox.batch import CommandOutcome, run_batch
 from airflow_provider_bitrix24.sandbox.config import SandboxConfig
 from airflow_provider_bitrix24.sandbox.errors import OAUTH_SCOPE_TEXT, WEBHOOK_SCOPE_TEXT, RestError
 from airflow_provider_bitrix24.sandbox.faults import FaultQueue
+from airflow_provider_bitrix24.sandbox.latency import LatencyModel, model_of
 from airflow_provider_bitrix24.sandbox.limits import LeakyBucket, OperatingLimiter, OperatingStatus
 from airflow_provider_bitrix24.sandbox.methods import METHODS, CallContext, Caller, MethodResult
 from airflow_provider_bitrix24.sandbox.oauth import OAuthServer
@@ -129,9 +130,23 @@ class RestEngine:
         self.oauth.reset()
         self.stats.reset()
 
+    @property
+    def latency(self) -> LatencyModel:
+        """The latency model of the live config."""
+        return model_of(self.config)
+
+    def pause(self, seconds: float) -> None:
+        """
+        Spend modelled time. Callers hold no lock of the portal while pausing, so concurrent requests are
+        processed in parallel; stopping the portal cuts every pause short.
+        """
+        if seconds > 0:
+            self.stop_event.wait(seconds)
+
     def handle(self, call: RestCall, *, record: bool = True) -> RestAnswer:
         """Answer one ``/rest/`` request and count it (unless ``record`` is off: the answer will not be sent)."""
         started = time.time()
+        self.pause(self.latency.overhead)
         try:
             answer = self._handle(call, started)
         except RestError as exc:
@@ -239,6 +254,7 @@ class RestEngine:
             error = exc
         except Exception:
             error = RestError("INTERNAL_SERVER_ERROR")
+        self.pause(self.latency.processing_of(method))  # the handler released the state's lock
         processing = time.perf_counter() - clock
         charge = config.operating_cost.get(method, processing)
         operating = None
@@ -255,7 +271,8 @@ class RestEngine:
 
     def _batch(self, caller: Caller, params: dict[str, Any], started: float) -> RestAnswer:
         """
-        Run a batch: its commands one after the other, then the ``time`` block of the whole request.
+        Run a batch: its commands one after the other (its processing time is the sum of theirs), then the
+        ``time`` block of the whole request.
 
         With ``batch_billing="batch"`` the batch is metered under the method ``batch`` (a blocked ``batch`` refuses
         the whole request with 429) and each command's ``result_time`` carries the running total; with

@@ -202,7 +202,10 @@ class _Handler(BaseHTTPRequestHandler):
         https = self.headers.get("X-Forwarded-Proto", "").lower() == "https"
         call = RestCall(method, webhook, params, bearer, self.client_address[0], https)
         dropped = fault is not None and fault.kind == "drop_after"
+        round_trip = engine.latency.round_trip
+        engine.pause(round_trip / 2)  # the request on its way to the portal
         answer = engine.handle(call, record=not dropped)
+        engine.pause(round_trip / 2)  # the answer on its way back
         if dropped:
             engine.stats.request(method, 0)
             self._drop()
@@ -233,6 +236,7 @@ class _Handler(BaseHTTPRequestHandler):
         portal = self.server.portal
         portal.engine.stats.oauth_request()
         params = merge(parse_query(urlsplit(self.path).query), parse_body(body, self.headers.get("Content-Type", "")))
+        portal.engine.pause(portal.engine.latency.round_trip)  # the authorization server is a remote host too
         try:
             answer = portal.engine.oauth.grant(params, portal.base_url + "/rest/")
         except OAuthError as exc:
