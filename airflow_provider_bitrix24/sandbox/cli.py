@@ -56,7 +56,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides.update(burst=args.burst, rate_limit_enabled=True)
     if args.per_second is not None:
         overrides.update(per_second=args.per_second, rate_limit_enabled=True)
-    config = SandboxConfig.preset(args.preset, **overrides)
+    try:
+        config = SandboxConfig.preset(args.preset, **overrides)
+    except ValueError as exc:
+        build_parser().error(str(exc))
 
     stop = threading.Event()
 

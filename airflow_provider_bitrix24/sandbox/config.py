@@ -26,6 +26,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "batch_billing": ("batch", "command"),
     "latency": tuple(LATENCY_PRESETS),
 }
+#: Bounds of the seed's size: ``bulk_messages`` and ``extra_sessions`` are built in memory at every reset.
+MAX_BULK_MESSAGES = 100_000
+MAX_EXTRA_SESSIONS = 100_000
+_SIZE_BOUNDS = {"bulk_messages": MAX_BULK_MESSAGES, "extra_sessions": MAX_EXTRA_SESSIONS}
 #: Latency figures that default to the ``latency`` preset's when left ``None``.
 LATENCY_FIGURES = ("network_round_trip", "request_overhead")
 
@@ -104,8 +108,8 @@ class SandboxConfig:
     :param history_ignores_chat_id: Play a portal on an older imopenlines version whose
         ``imopenlines.session.history.get`` ignores ``CHAT_ID``: a call without ``SESSION_ID`` answers
         ``ACCESS_DENIED``.
-    :param bulk_messages: Messages in the single session of the bulk chat.
-    :param extra_sessions: Additional chats with one session each, for polling many sessions.
+    :param bulk_messages: Messages in the single session of the bulk chat (at most 100,000).
+    :param extra_sessions: Additional chats with one session each, for polling many sessions (at most 100,000).
     :param list_page_size: Page size of list methods (50 on the cloud).
     :param tz_offset_minutes: Offset of the portal's time zone, used in every ISO-8601 date.
     :param webhooks: Inbound webhooks.
@@ -183,6 +187,8 @@ class SandboxConfig:
         self.oauth_scopes = tuple(self.oauth_scopes)
         for name in CHOICES:
             _check_choice(name, getattr(self, name))
+        for name in _SIZE_BOUNDS:
+            setattr(self, name, _check_size(name, getattr(self, name)))
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> SandboxConfig:
@@ -252,6 +258,8 @@ def _coerce(name: str, current: Any, value: Any) -> Any:
             return _processing_time(value)
         if name in LATENCY_FIGURES:
             return None if value is None else check_seconds(name, value)
+        if name in _SIZE_BOUNDS:
+            return _check_size(name, value)
         if isinstance(current, bool):
             if not isinstance(value, bool):
                 raise ValueError(f"{name} must be true or false")
@@ -262,7 +270,7 @@ def _coerce(name: str, current: Any, value: Any) -> Any:
             return float(value)
         if isinstance(current, str):
             return str(value)
-    except (TypeError, KeyError) as exc:
+    except (TypeError, KeyError, OverflowError) as exc:
         raise ValueError(f"bad value for {name}: {exc}") from None
     return value
 
@@ -280,3 +288,15 @@ def _processing_time(value: Any) -> dict[str, float]:
         ANY_METHOD if k == ANY_METHOD else str(k).lower(): check_seconds(f"processing_time[{k!r}]", v)
         for k, v in value.items()
     }
+
+
+def _check_size(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"{name} must be a whole number, not {value!r}")
+    try:
+        number = int(value)
+    except (ValueError, OverflowError):
+        raise ValueError(f"{name} must be a whole number, not {value!r}") from None
+    if not 0 <= number <= _SIZE_BOUNDS[name]:
+        raise ValueError(f"{name} must be between 0 and {_SIZE_BOUNDS[name]}, not {value!r}")
+    return number

@@ -153,7 +153,9 @@ def test_seed_and_health_endpoints(http, portal):
 
 def test_unknown_control_endpoint_and_bad_json(http, portal):
     assert _control(http, portal, "GET", "nothing-here")[0] == 404
-    response = http.post(f"{portal.base_url}/_sandbox/config", data="{not json")
+    response = http.post(
+        f"{portal.base_url}/_sandbox/config", data="{not json", headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 400
 
 
