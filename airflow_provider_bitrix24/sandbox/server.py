@@ -211,7 +211,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         if self.close_connection:
-            self.send_header("Connection", "close")  # an unread body is left behind: the client must not reuse us
+            self.send_header("Connection", "close")  # say so, or the client would reuse a socket about to close
         self.end_headers()
         self.wfile.write(body)
 
