@@ -5,8 +5,9 @@ A local Bitrix24 portal for tests and demos (standard library only).
 >>> with SandboxPortal(SandboxConfig(port=0)) as portal:  # doctest: +SKIP
 ...     requests.post(portal.webhook_url + "profile").json()
 
-See :mod:`airflow_provider_bitrix24.sandbox.state` for the seed data and
-:mod:`airflow_provider_bitrix24.sandbox.faults` for scripted failures.
+See :mod:`airflow_provider_bitrix24.sandbox.state` for the seed data,
+:mod:`airflow_provider_bitrix24.sandbox.faults` for scripted failures and
+:mod:`airflow_provider_bitrix24.sandbox.latency` for the latency model (``latency="realistic"``).
 """
 
 from __future__ import annotations

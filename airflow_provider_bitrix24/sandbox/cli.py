@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_provider_bitrix24.sandbox.config import PRESETS, SandboxConfig
+from airflow_provider_bitrix24.sandbox.latency import PRESETS as LATENCY_PRESETS
 from airflow_provider_bitrix24.sandbox.server import SandboxPortal
 
 
@@ -29,6 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="standard", help="rate-limit plan")
     parser.add_argument("--burst", type=int, help="leaky-bucket threshold (overrides the preset)")
     parser.add_argument("--per-second", type=float, help="leaky-bucket drain rate (overrides the preset)")
+    parser.add_argument(
+        "--latency",
+        choices=sorted(LATENCY_PRESETS),
+        default="off",
+        help="latency model: 'realistic' answers as slowly as the documented portal answers (default: off)",
+    )
     parser.add_argument("--extra-sessions", type=int, default=0, help="additional chats with one session each")
     parser.add_argument("--port-file", type=Path, help="write the bound port to this file once listening")
     parser.add_argument("--verbose", action="store_true", help="print one line per request (secrets masked)")
@@ -42,13 +49,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "host": args.host,
         "port": args.port,
         "extra_sessions": args.extra_sessions,
+        "latency": args.latency,
         "verbose": args.verbose,
     }
     if args.burst is not None:
         overrides.update(burst=args.burst, rate_limit_enabled=True)
     if args.per_second is not None:
         overrides.update(per_second=args.per_second, rate_limit_enabled=True)
-    config = SandboxConfig.preset(args.preset, **overrides)
+    try:
+        config = SandboxConfig.preset(args.preset, **overrides)
+    except ValueError as exc:
+        build_parser().error(str(exc))
 
     stop = threading.Event()
 

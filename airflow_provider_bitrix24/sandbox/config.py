@@ -14,8 +14,24 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_provider_bitrix24.sandbox.latency import ANY_METHOD, check_seconds
+from airflow_provider_bitrix24.sandbox.latency import PRESETS as LATENCY_PRESETS
+
 #: Scopes of the default webhook and of the OAuth application.
 FULL_SCOPES: tuple[str, ...] = ("imopenlines", "im", "imbot", "user", "crm")
+
+#: Fields that take one of a few names, and the names they take.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "auth_error_style": ("code", "docs"),
+    "batch_billing": ("batch", "command"),
+    "latency": tuple(LATENCY_PRESETS),
+}
+#: Bounds of the seed's size: ``bulk_messages`` and ``extra_sessions`` are built in memory at every reset.
+MAX_BULK_MESSAGES = 100_000
+MAX_EXTRA_SESSIONS = 100_000
+_SIZE_BOUNDS = {"bulk_messages": MAX_BULK_MESSAGES, "extra_sessions": MAX_EXTRA_SESSIONS}
+#: Latency figures that default to the ``latency`` preset's when left ``None``.
+LATENCY_FIGURES = ("network_round_trip", "request_overhead")
 
 #: ``(burst, per_second)`` of the leaky bucket per plan; ``None`` switches the bucket off.
 PRESETS: dict[str, tuple[int, float] | None] = {
@@ -69,22 +85,31 @@ class SandboxConfig:
     :param operating_window: Lifetime of one bucket, seconds (600 on the cloud).
     :param operating_bucket: Length of one bucket, seconds (60 on the cloud).
     :param operating_cost: Execution seconds charged per call of a method, instead of the measured time.
+    :param batch_billing: How a ``batch`` request is metered: ``"batch"`` (default, as 2026 portals do) charges the
+        whole batch's execution time to the method ``batch`` and not to its commands' methods; ``"command"`` (as
+        2022-2023 portals did) charges each command to its own method and leaves ``batch`` unmetered. A command
+        whose own method is blocked is refused inside a batch either way.
     :param https_required: Refuse plain-HTTP webhook calls with ``INVALID_REQUEST``.
-    :param auth_error_style: ``"docs"`` answers a wrong webhook with ``NO_AUTH_FOUND``, ``"code"`` with
-        ``INVALID_CREDENTIALS``.
+    :param auth_error_style: How a wrong webhook code is answered: ``"code"`` (default, what real portals answer)
+        with ``INVALID_CREDENTIALS`` (401), ``"docs"`` with ``NO_AUTH_FOUND`` (401) as the documentation's table says.
     :param access_token_ttl: Lifetime of OAuth access tokens, seconds.
     :param refresh_token_ttl: Lifetime of OAuth refresh tokens, seconds.
     :param auth_code_ttl: Lifetime of OAuth authorization codes, seconds.
     :param rest_unavailable: The plan has no REST access (``ACCESS_DENIED``).
     :param overloaded: REST is blocked manually (``OVERLOAD_LIMIT``).
-    :param portal_deleted: The portal is closed (``PORTAL_DELETED``).
+    :param portal_deleted: The portal is closed (``PORTAL_DELETED``, 410).
+    :param subscription_ended: The portal's subscription has ended (``PAYMENT_REQUIRED``, 401, "Subscription has been
+        ended"), on every REST call.
     :param app_user_restricted: The application is restricted to other users (``user_access_error``, OAuth only).
     :param payment_required: The token endpoint answers ``PAYMENT_REQUIRED``.
     :param quick_save_race: Run the quick-answer lookup and insert without a lock between them, as the real
         portal does, so that concurrent saves of one message can both insert.
     :param race_window: Pause between lookup and insert when ``quick_save_race`` is on, seconds.
-    :param bulk_messages: Messages in the single session of the bulk chat.
-    :param extra_sessions: Additional chats with one session each, for polling many sessions.
+    :param history_ignores_chat_id: Play a portal on an older imopenlines version whose
+        ``imopenlines.session.history.get`` ignores ``CHAT_ID``: a call without ``SESSION_ID`` answers
+        ``ACCESS_DENIED``.
+    :param bulk_messages: Messages in the single session of the bulk chat (at most 100,000).
+    :param extra_sessions: Additional chats with one session each, for polling many sessions (at most 100,000).
     :param list_page_size: Page size of list methods (50 on the cloud).
     :param tz_offset_minutes: Offset of the portal's time zone, used in every ISO-8601 date.
     :param webhooks: Inbound webhooks.
@@ -95,6 +120,13 @@ class SandboxConfig:
     :param oauth_access_token: Access token valid right after start and after every reset.
     :param oauth_refresh_token: Refresh token valid right after start and after every reset.
     :param member_id: Stable portal id reported with OAuth tokens.
+    :param latency: Latency model preset: ``"off"`` (default: answers as fast as the machine allows) or
+        ``"realistic"`` (documented figures; see :mod:`airflow_provider_bitrix24.sandbox.latency`).
+    :param network_round_trip: Network round trip per HTTP request, seconds; ``None`` takes the preset's.
+    :param request_overhead: The portal's own time per request outside any method, seconds; ``None`` takes the
+        preset's.
+    :param processing_time: Processing seconds per call of a method (``"*"``: every method not listed), laid over
+        the preset's.
     :param log_size: Entries kept in the request log of ``/_sandbox/stats``.
     :param verbose: Print one line per request (method and status, secrets masked) to stderr.
     """
@@ -111,18 +143,21 @@ class SandboxConfig:
     operating_window: float = 600.0
     operating_bucket: float = 60.0
     operating_cost: dict[str, float] = field(default_factory=dict)
+    batch_billing: str = "batch"
     https_required: bool = False
-    auth_error_style: str = "docs"
+    auth_error_style: str = "code"
     access_token_ttl: float = 3600.0
     refresh_token_ttl: float = 180 * 86400.0
     auth_code_ttl: float = 30.0
     rest_unavailable: bool = False
     overloaded: bool = False
     portal_deleted: bool = False
+    subscription_ended: bool = False
     app_user_restricted: bool = False
     payment_required: bool = False
     quick_save_race: bool = False
     race_window: float = 0.05
+    history_ignores_chat_id: bool = False
     bulk_messages: int = 3000
     extra_sessions: int = 0
     list_page_size: int = 50
@@ -135,13 +170,25 @@ class SandboxConfig:
     oauth_access_token: str = "sandbox-access-0000"
     oauth_refresh_token: str = "sandbox-refresh-0000"
     member_id: str = "sandbox0000member0000000000000000"
+    latency: str = "off"
+    network_round_trip: float | None = None
+    request_overhead: float | None = None
+    processing_time: dict[str, float] = field(default_factory=dict)
     log_size: int = 20000
     verbose: bool = False
 
     def __post_init__(self) -> None:
         self.webhooks = [WebhookSpec.from_value(w) for w in self.webhooks]
         self.operating_cost = {str(k).lower(): float(v) for k, v in self.operating_cost.items()}
+        self.processing_time = _processing_time(self.processing_time)
+        for name in LATENCY_FIGURES:
+            value = getattr(self, name)
+            setattr(self, name, None if value is None else check_seconds(name, value))
         self.oauth_scopes = tuple(self.oauth_scopes)
+        for name in CHOICES:
+            _check_choice(name, getattr(self, name))
+        for name in _SIZE_BOUNDS:
+            setattr(self, name, _check_size(name, getattr(self, name)))
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> SandboxConfig:
@@ -165,7 +212,12 @@ class SandboxConfig:
 
     def copy(self) -> SandboxConfig:
         """An independent copy (the mutable fields are copied too)."""
-        return dataclasses.replace(self, operating_cost=dict(self.operating_cost), webhooks=list(self.webhooks))
+        return dataclasses.replace(
+            self,
+            operating_cost=dict(self.operating_cost),
+            processing_time=dict(self.processing_time),
+            webhooks=list(self.webhooks),
+        )
 
     def update(self, **fields: Any) -> None:
         """
@@ -200,6 +252,14 @@ def _coerce(name: str, current: Any, value: Any) -> Any:
             return {str(k).lower(): float(v) for k, v in value.items()}
         if name == "oauth_scopes":
             return tuple(str(s) for s in value)
+        if name in CHOICES:
+            return _check_choice(name, value)
+        if name == "processing_time":
+            return _processing_time(value)
+        if name in LATENCY_FIGURES:
+            return None if value is None else check_seconds(name, value)
+        if name in _SIZE_BOUNDS:
+            return _check_size(name, value)
         if isinstance(current, bool):
             if not isinstance(value, bool):
                 raise ValueError(f"{name} must be true or false")
@@ -210,6 +270,33 @@ def _coerce(name: str, current: Any, value: Any) -> Any:
             return float(value)
         if isinstance(current, str):
             return str(value)
-    except (TypeError, KeyError) as exc:
+    except (TypeError, KeyError, OverflowError) as exc:
         raise ValueError(f"bad value for {name}: {exc}") from None
     return value
+
+
+def _check_choice(name: str, value: Any) -> str:
+    if value not in CHOICES[name]:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, CHOICES[name]))}, not {value!r}")
+    return str(value)
+
+
+def _processing_time(value: Any) -> dict[str, float]:
+    if not isinstance(value, dict):
+        raise ValueError("processing_time must be an object of method -> seconds")
+    return {
+        ANY_METHOD if k == ANY_METHOD else str(k).lower(): check_seconds(f"processing_time[{k!r}]", v)
+        for k, v in value.items()
+    }
+
+
+def _check_size(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"{name} must be a whole number, not {value!r}")
+    try:
+        number = int(value)
+    except (ValueError, OverflowError):
+        raise ValueError(f"{name} must be a whole number, not {value!r}") from None
+    if not 0 <= number <= _SIZE_BOUNDS[name]:
+        raise ValueError(f"{name} must be between 0 and {_SIZE_BOUNDS[name]}, not {value!r}")
+    return number

@@ -3,6 +3,10 @@ Error codes the portal answers with, their documented HTTP status and descriptio
 
 Bodies are exactly ``{"error": ..., "error_description": ...}``, plus ``"argument"`` for ``ERROR_ARGUMENT``, and
 never carry a ``time`` block.
+
+Statuses follow answers recorded from real portals where they differ from the documentation's table:
+``insufficient_scope`` and ``INVALID_CREDENTIALS`` are 401 (the docs say 403), ``PORTAL_DELETED`` is 410 (the docs
+say 500), and a portal whose subscription ended answers ``PAYMENT_REQUIRED`` with 401.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from typing import Any
 WEBHOOK_SCOPE_TEXT = "The request requires higher privileges than provided by the webhook token"
 OAUTH_SCOPE_TEXT = "The request requires higher privileges than provided by the access token"
 CHAT_ACCESS_TEXT = "You do not have permission to access this chat."
+#: What ``session.history.get`` answered with ``CHAT_ID`` alone on older imopenlines versions (documentation note).
+HISTORY_CHAT_ID_IGNORED_TEXT = "You cannot open this conversation because you do not have sufficient rights."
 
 #: code -> (HTTP status, description), system errors first, then Open Lines method errors.
 ERRORS: dict[str, tuple[int, str]] = {
@@ -24,13 +30,14 @@ ERRORS: dict[str, tuple[int, str]] = {
     "INVALID_REQUEST": (400, "Https required."),
     "OVERLOAD_LIMIT": (503, "REST API is blocked due to overload"),
     "ACCESS_DENIED": (403, "REST API is available only on commercial plans"),
-    "INVALID_CREDENTIALS": (403, "Invalid request credentials"),
+    "INVALID_CREDENTIALS": (401, "Invalid request credentials"),
     "ERROR_MANIFEST_IS_NOT_AVAILABLE": (404, "Manifest is not available"),
-    "insufficient_scope": (403, WEBHOOK_SCOPE_TEXT),
+    "insufficient_scope": (401, WEBHOOK_SCOPE_TEXT),
     "expired_token": (401, "The access token provided has expired"),
     "invalid_token": (401, "The access token provided is invalid"),
     "user_access_error": (403, "The user does not have access to the application"),
-    "PORTAL_DELETED": (500, "Portal was deleted"),
+    "PORTAL_DELETED": (410, "Portal was deleted"),
+    "PAYMENT_REQUIRED": (401, "Subscription has been ended"),
     "OPERATION_TIME_LIMIT": (429, "Method is blocked due to operation time limit."),
     "ERROR_METHOD_NOT_FOUND": (404, "Method not found!"),
     "METHOD_CONFIRM_WAITING": (401, "Waiting for confirmation"),

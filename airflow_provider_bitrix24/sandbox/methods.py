@@ -18,7 +18,7 @@ from typing import Any
 
 from airflow_provider_bitrix24.sandbox import render
 from airflow_provider_bitrix24.sandbox.config import SandboxConfig
-from airflow_provider_bitrix24.sandbox.errors import CHAT_ACCESS_TEXT, RestError
+from airflow_provider_bitrix24.sandbox.errors import CHAT_ACCESS_TEXT, HISTORY_CHAT_ID_IGNORED_TEXT, RestError
 from airflow_provider_bitrix24.sandbox.params import is_true, to_int, upper_keys
 from airflow_provider_bitrix24.sandbox.state import Chat, Line, PortalState, QuickAnswer, answer_name
 
@@ -238,6 +238,9 @@ def _history_session(ctx: CallContext) -> tuple[Chat, int]:
     session_id = to_int(ctx.params.get("SESSION_ID"))
     chat_id = to_int(ctx.params.get("CHAT_ID"))
     if session_id <= 0:
+        if ctx.config.history_ignores_chat_id:
+            # Older imopenlines versions read SESSION_ID only: without it there is no session to open.
+            raise RestError("ACCESS_DENIED", HISTORY_CHAT_ID_IGNORED_TEXT, 400)
         if chat_id <= 0:
             raise RestError("MISSING_REQUIRED_PARAM")
         chat = state.chats.get(chat_id)
@@ -249,19 +252,25 @@ def _history_session(ctx: CallContext) -> tuple[Chat, int]:
     if session is None:
         raise RestError("ACCESS_DENIED", CHAT_ACCESS_TEXT, 400)
     chat = state.chats[session.chat_id]
-    if not state.can_access(ctx.caller.user_id, chat) or not session.message_ids:
+    if not state.can_access(ctx.caller.user_id, chat):
         raise RestError("ACCESS_DENIED", CHAT_ACCESS_TEXT, 400)
     return chat, session_id
 
 
 def session_history(ctx: CallContext) -> Any:
-    """``imopenlines.session.history.get``: the messages of exactly one session, newest first."""
+    """
+    ``imopenlines.session.history.get``: the messages of exactly one session, newest first by date (messages of
+    the same second in id order), rendered as the portal renders them. A session without messages answers
+    with an empty ``message`` map (``[]``).
+    """
     state, offset, user_id = ctx.state, ctx.offset, ctx.caller.user_id
     with state.lock:
         chat, session_id = _history_session(ctx)
         session = state.sessions[session_id]
-        messages = [state.messages[i] for i in sorted(session.message_ids, reverse=True)]
-        items = {str(m.id): render.message_item(m, offset) for m in messages}
+        ordered = sorted(session.message_ids, key=lambda i: (-int(state.messages[i].date), i))
+        messages = [state.messages[i] for i in ordered]
+        names = {uid: user.name for uid, user in state.users.items()}
+        items = {str(m.id): render.message_item(m, offset, names) for m in messages}
         authors = list(dict.fromkeys(m.author_id for m in messages if m.author_id))
         users = {str(uid): render.user_item(state.users[uid], offset) for uid in authors}
         groups: dict[str, Any] = {}

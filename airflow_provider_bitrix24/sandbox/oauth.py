@@ -1,11 +1,16 @@
 """
 The OAuth side of the sandbox: token storage and the token endpoint ``/oauth/token/``.
 
-Access tokens live ``access_token_ttl`` seconds. Every grant issues a new access token and a new refresh token;
-a refresh token works once (it is invalidated the moment it is used), an authorization code works once within
-``auth_code_ttl`` seconds. Errors follow the authorization server: ``invalid_request`` (400) for missing
-parameters, ``invalid_client`` (401) for a wrong client id or secret, ``invalid_grant`` (400) for an unknown,
-used or expired code or refresh token, ``PAYMENT_REQUIRED`` (402) when the config says so.
+Access tokens live ``access_token_ttl`` seconds. Every grant issues a new access token and a new refresh token
+(70 characters of lower-case hex, like real ones); a refresh token works once (it is invalidated the moment it is
+used), an authorization code works once within ``auth_code_ttl`` seconds.
+
+Answers follow what the real authorization server (``oauth.bitrix.info``) sends: a refresh carries
+``scope: "app"``, ``domain: "oauth.bitrix.info"``, ``server_endpoint``, ``client_endpoint`` (this portal's
+``/rest/``), ``member_id``, ``status``, ``user_id``, ``expires`` and ``expires_in``. Errors: ``invalid_request``
+(400) for missing parameters, ``{"error": "wrong_client"}`` **with HTTP 200** for an unknown client id,
+``invalid_client`` (400) for a wrong client secret, ``invalid_grant`` (400) for an unknown, used or expired code or
+refresh token, ``PAYMENT_REQUIRED`` (402) when the config says so.
 """
 
 from __future__ import annotations
@@ -19,6 +24,11 @@ from typing import Any
 from airflow_provider_bitrix24.sandbox.config import SandboxConfig
 
 TOKEN_PATH = "/oauth/token/"
+#: The authorization server's own domain and REST endpoint, as every token answer names them.
+SERVER_DOMAIN = "oauth.bitrix.info"
+SERVER_ENDPOINT = "https://oauth.bitrix.info/rest/"
+#: Length of issued tokens and authorization codes (real ones are 70 characters).
+TOKEN_LENGTH = 70
 
 
 @dataclass
@@ -103,7 +113,7 @@ class OAuthServer:
                 return TokenCheck("expired", found.user_id)
             return TokenCheck("ok", found.user_id)
 
-    def grant(self, params: dict[str, Any], client_endpoint: str, domain: str) -> dict[str, Any]:
+    def grant(self, params: dict[str, Any], client_endpoint: str) -> dict[str, Any]:
         """
         Answer a token request.
 
@@ -121,8 +131,10 @@ class OAuthServer:
             raise OAuthError(400, "invalid_request", "The grant type is not supported")
         if not client_id or not client_secret:
             raise OAuthError(400, "invalid_request", "No client id or client secret supplied")
-        if client_id != config.oauth_client_id or not secrets.compare_digest(client_secret, config.oauth_client_secret):
-            raise OAuthError(401, "invalid_client", "The client credentials are invalid")
+        if client_id != config.oauth_client_id:
+            raise OAuthError(200, "wrong_client", "Wrong client")
+        if not secrets.compare_digest(client_secret.encode(), config.oauth_client_secret.encode()):
+            raise OAuthError(400, "invalid_client", "The client credentials are invalid")
         now = time.time()
         with self._lock:
             if grant_type == "refresh_token":
@@ -145,20 +157,21 @@ class OAuthServer:
         answer: dict[str, Any] = {
             "access_token": access,
             "client_endpoint": client_endpoint,
-            "domain": domain,
+            "domain": SERVER_DOMAIN,
             "expires": int(now + config.access_token_ttl),
             "expires_in": int(config.access_token_ttl),
             "member_id": config.member_id,
             "refresh_token": refresh,
-            "scope": ",".join(config.oauth_scopes),
-            "server_endpoint": client_endpoint,
+            "scope": "app",
+            "server_endpoint": SERVER_ENDPOINT,
             "status": "L",
             "user_id": config.oauth_user_id,
         }
         if grant_type == "authorization_code":
             del answer["expires"], answer["user_id"]
+            answer["scope"] = ",".join(config.oauth_scopes)
         return answer
 
 
 def _token() -> str:
-    return secrets.token_hex(16)
+    return secrets.token_hex(TOKEN_LENGTH // 2)

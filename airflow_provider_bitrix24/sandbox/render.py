@@ -4,12 +4,21 @@ JSON shapes of portal objects, key for key as the real portal sends them.
 ``imopenlines.session.history.get`` items went through the portal's key encoder (``CHAT_ID`` -> ``chatId`` but
 ``chatId`` -> ``chatid``), so they mix camelCase and lower-case keys; ``imopenlines.dialog.get`` uses snake_case
 with integer ids. Empty maps are ``[]``, as PHP encodes them.
+
+A message's ``text`` is what the portal renders, not what was typed: ``[br]`` becomes a newline and
+``[USER=n]Name[/USER]`` becomes the name (the user's name when the tag is empty); other BB-code such as ``[b]`` or
+``[url=...]`` stays, as in the documentation's examples. ``textlegacy`` is the HTML form.
+
+``entity_data_1`` carries the session id at index 5 only while the chat has an active session: once its latest
+session is closed (or it never had one) the field is ``0``, as real answers show. ``entity_data_2`` is ``""`` for a
+chat without a CRM link.
 """
 
 from __future__ import annotations
 
 import html
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -35,8 +44,9 @@ _BB_RULES = [
     (re.compile(r"\[br\]", re.IGNORECASE), "<br />"),
     (re.compile(r"\[url=([^\]]+)\](.*?)\[/url\]", re.IGNORECASE | re.DOTALL), r'<a href="\1" target="_blank">\2</a>'),
     (re.compile(r"\[url\](.*?)\[/url\]", re.IGNORECASE | re.DOTALL), r'<a href="\1" target="_blank">\1</a>'),
-    (re.compile(r"\[user=\d+\](.*?)\[/user\]", re.IGNORECASE | re.DOTALL), r"\1"),
 ]
+_USER_TAG = re.compile(r"\[user=(\d+)\](.*?)\[/user\]", re.IGNORECASE | re.DOTALL)
+_BR_TAG = re.compile(r"\[br\]", re.IGNORECASE)
 
 
 def iso(timestamp: float, offset_minutes: int) -> str:
@@ -45,9 +55,23 @@ def iso(timestamp: float, offset_minutes: int) -> str:
     return datetime.fromtimestamp(int(timestamp), tz=zone).isoformat()
 
 
-def bb_to_html(text: str) -> str:
+def expand_mentions(text: str, names: Mapping[int, str]) -> str:
+    """``[USER=n]Name[/USER]`` -> ``Name`` (the name of user ``n`` when the tag is empty)."""
+
+    def mention(match: re.Match[str]) -> str:
+        return match.group(2) or names.get(int(match.group(1)), "")
+
+    return _USER_TAG.sub(mention, text)
+
+
+def rendered_text(text: str, names: Mapping[int, str]) -> str:
+    """The ``text`` of a message as the portal sends it: mentions expanded, ``[br]`` as a newline, BB-code kept."""
+    return _BR_TAG.sub("\n", expand_mentions(text, names))
+
+
+def bb_to_html(text: str, names: Mapping[int, str] | None = None) -> str:
     """The ``textlegacy`` form of a BB-code message text."""
-    result = html.escape(text, quote=False)
+    result = html.escape(expand_mentions(text, names or {}), quote=False)
     for pattern, replacement in _BB_RULES:
         result = pattern.sub(replacement, result)
     return result
@@ -68,27 +92,29 @@ def entity_data_1(state: PortalState, chat: Chat) -> str:
         return ""
     session = state.latest_session(chat)
     crm = "Y" if chat.crm_type != "NONE" else "N"
-    session_id = session.id if session else 0
+    session_id = session.id if session is not None and not session.closed else 0
     started = int(session.date_create) if session else 0
     return f"{crm}|{chat.crm_type}|{chat.crm_id}|N|N|{session_id}|{started}|{chat.line_id}|0|0"
 
 
 def entity_data_2(chat: Chat) -> str:
-    """CRM bindings: ``LEAD|<id>|COMPANY|<id>|CONTACT|<id>|DEAL|<id>``."""
-    if not chat.is_lines:
+    """CRM bindings: ``LEAD|<id>|COMPANY|<id>|CONTACT|<id>|DEAL|<id>``; empty for a chat without a CRM link."""
+    if not chat.is_lines or chat.crm_type == "NONE":
         return ""
     return "|".join(f"{kind}|{chat.crm_id if chat.crm_type == kind else 0}" for kind in CRM_TYPES)
 
 
-def message_item(message: Message, offset: int) -> dict[str, Any]:
+def message_item(message: Message, offset: int, names: Mapping[int, str] | None = None) -> dict[str, Any]:
+    """A message of ``session.history.get``; ``names`` (user id -> full name) expands empty mentions."""
+    names = names or {}
     return {
         "id": str(message.id),
         "chatid": str(message.chat_id),
         "senderid": str(message.author_id),
         "recipientid": f"chat{message.chat_id}",
         "date": iso(message.date, offset),
-        "text": message.text,
-        "textlegacy": bb_to_html(message.text),
+        "text": rendered_text(message.text, names),
+        "textlegacy": bb_to_html(message.text, names),
         "params": message.params if message.params else [],
     }
 

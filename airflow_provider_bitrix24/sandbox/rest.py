@@ -1,11 +1,12 @@
 """
 The REST pipeline of the portal, independent of HTTP.
 
-One ``/rest/`` request goes through, in order: portal-wide flags (``PORTAL_DELETED``, the plan's
-``ACCESS_DENIED``, ``OVERLOAD_LIMIT``), the per-IP leaky bucket, HTTPS (webhooks, when required), the credential
+One ``/rest/`` request goes through, in order: portal-wide flags (``PORTAL_DELETED``, ``PAYMENT_REQUIRED``, the
+plan's ``ACCESS_DENIED``, ``OVERLOAD_LIMIT``), the per-IP leaky bucket, HTTPS (webhooks, when required), the credential
 (webhook code, or OAuth token from ``auth``, ``access_token`` or ``Authorization: Bearer``), the method lookup,
 its scope, its operating limit, and finally the handler. ``batch`` runs its commands through the same steps after
-the credential, each command checked against its own operating limit, and is not metered itself.
+the credential, each command checked against its own method's operating limit; how the batch is metered follows
+``batch_billing`` (see :meth:`RestEngine._batch`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from airflow_provider_bitrix24.sandbox.batch import CommandOutcome, run_batch
 from airflow_provider_bitrix24.sandbox.config import SandboxConfig
 from airflow_provider_bitrix24.sandbox.errors import OAUTH_SCOPE_TEXT, WEBHOOK_SCOPE_TEXT, RestError
 from airflow_provider_bitrix24.sandbox.faults import FaultQueue
+from airflow_provider_bitrix24.sandbox.latency import LatencyModel, model_of
 from airflow_provider_bitrix24.sandbox.limits import LeakyBucket, OperatingLimiter, OperatingStatus
 from airflow_provider_bitrix24.sandbox.methods import METHODS, CallContext, Caller, MethodResult
 from airflow_provider_bitrix24.sandbox.oauth import OAuthServer
@@ -128,9 +130,23 @@ class RestEngine:
         self.oauth.reset()
         self.stats.reset()
 
+    @property
+    def latency(self) -> LatencyModel:
+        """The latency model of the live config."""
+        return model_of(self.config)
+
+    def pause(self, seconds: float) -> None:
+        """
+        Spend modelled time. Callers hold no lock of the portal while pausing, so concurrent requests are
+        processed in parallel; stopping the portal cuts every pause short.
+        """
+        if seconds > 0:
+            self.stop_event.wait(seconds)
+
     def handle(self, call: RestCall, *, record: bool = True) -> RestAnswer:
         """Answer one ``/rest/`` request and count it (unless ``record`` is off: the answer will not be sent)."""
         started = time.time()
+        self.pause(self.latency.overhead)
         try:
             answer = self._handle(call, started)
         except RestError as exc:
@@ -143,6 +159,8 @@ class RestEngine:
         config = self.config
         if config.portal_deleted:
             raise RestError("PORTAL_DELETED")
+        if config.subscription_ended:
+            raise RestError("PAYMENT_REQUIRED")
         if config.rest_unavailable:
             raise RestError("ACCESS_DENIED")
         if config.overloaded:
@@ -173,9 +191,9 @@ class RestEngine:
             user, code = call.webhook
             spec = next((w for w in config.webhooks if w.code == code), None)
             if spec is None or str(spec.user_id) != user:
-                if config.auth_error_style == "code":
-                    raise RestError("INVALID_CREDENTIALS", status=401)
-                raise RestError("NO_AUTH_FOUND")
+                if config.auth_error_style == "docs":
+                    raise RestError("NO_AUTH_FOUND")
+                raise RestError("INVALID_CREDENTIALS")
             self._require_user(spec.user_id)
             return Caller("webhook", spec.user_id, tuple(spec.scopes), f"webhook:{spec.code}")
         token = _token_of(call)
@@ -198,7 +216,13 @@ class RestEngine:
     def invoke(
         self, caller: Caller, method: str, params: dict[str, Any], *, started: float | None = None, nested: bool = False
     ) -> CommandOutcome:
-        """Run one method with its scope, fault and operating-limit checks (``nested``: inside a batch)."""
+        """
+        Run one method with its scope, fault and operating-limit checks (``nested``: inside a batch).
+
+        Outside a batch, and inside one when ``batch_billing`` is ``"command"``, the method's execution time is
+        charged to its own operating counter. Inside a batch billed as ``"batch"`` the charge is left to the
+        batch (``CommandOutcome.charge``).
+        """
         config = self.config
         start = time.time() if started is None else started
         spec = METHODS.get(method)
@@ -214,10 +238,12 @@ class RestEngine:
                 fault = self.faults.take(method, in_batch=True)
                 if fault is not None:
                     raise RestError(fault.error, fault.error_description, fault.error_status)
-            if self.operating.blocked(caller.credential, method):
-                raise RestError("OPERATION_TIME_LIMIT")
         except RestError as exc:
             return CommandOutcome(error=exc)
+        if self.operating.blocked(caller.credential, method):
+            status = self.operating.status(caller.credential, method)
+            block = time_block(start, time.time(), 0.0, status, config.tz_offset_minutes) if nested else None
+            return CommandOutcome(error=RestError("OPERATION_TIME_LIMIT"), time=block, operating=status)
         context = CallContext(self.state, config, caller, params, self.base_url, self.stop_event)
         clock = time.perf_counter()
         value: Any = None
@@ -228,28 +254,60 @@ class RestEngine:
             error = exc
         except Exception:
             error = RestError("INTERNAL_SERVER_ERROR")
+        self.pause(self.latency.processing_of(method))  # the handler released the state's lock
         processing = time.perf_counter() - clock
+        charge = config.operating_cost.get(method, processing)
         operating = None
-        if config.operating_enabled:
-            cost = config.operating_cost.get(method, processing)
-            operating = self.operating.record(caller.credential, method, cost)
+        if config.operating_enabled and not (nested and config.batch_billing == "batch"):
+            operating = self.operating.record(caller.credential, method, charge)
         if error is not None:
-            return CommandOutcome(error=error)
+            return CommandOutcome(error=error, charge=charge, operating=operating)
         block = time_block(start, time.time(), processing, operating, config.tz_offset_minutes)
         if isinstance(value, MethodResult):
-            return CommandOutcome(value.result, time=block, total=value.total, next=value.next)
-        return CommandOutcome(value, time=block)
+            return CommandOutcome(
+                value.result, time=block, total=value.total, next=value.next, charge=charge, operating=operating
+            )
+        return CommandOutcome(value, time=block, charge=charge, operating=operating)
 
     def _batch(self, caller: Caller, params: dict[str, Any], started: float) -> RestAnswer:
+        """
+        Run a batch: its commands one after the other (its processing time is the sum of theirs), then the
+        ``time`` block of the whole request.
+
+        With ``batch_billing="batch"`` the batch is metered under the method ``batch`` (a blocked ``batch`` refuses
+        the whole request with 429) and each command's ``result_time`` carries the running total; with
+        ``"command"`` each command is metered under its own method, and the outer block reports the operating
+        counter of the last command's method.
+        """
+        config = self.config
+        billed_as_batch = config.operating_enabled and config.batch_billing == "batch"
+        if billed_as_batch and self.operating.blocked(caller.credential, "batch"):
+            raise RestError("OPERATION_TIME_LIMIT")
+        before = self.operating.status(caller.credential, "batch").operating
+        charges: list[float] = []
+        last: list[OperatingStatus] = []
+
         def run(method: str, command_params: dict[str, Any]) -> CommandOutcome:
             outcome = self.invoke(caller, method, command_params, nested=True)
             self.stats.batch_command(outcome.error.code if outcome.error else None)
+            charges.append(outcome.charge)
+            if outcome.operating is not None:
+                last[:] = [outcome.operating]
+            if billed_as_batch and outcome.time is not None and outcome.error is None:
+                outcome.time["operating"] = before + sum(charges)
             return outcome
 
         clock = time.perf_counter()
         result = run_batch(params, run)
         processing = time.perf_counter() - clock
-        block = time_block(started, time.time(), processing, None, self.config.tz_offset_minutes)
+        operating: OperatingStatus | None = None
+        if billed_as_batch:
+            operating = self.operating.record(
+                caller.credential, "batch", config.operating_cost.get("batch", sum(charges))
+            )
+        elif config.operating_enabled:
+            operating = last[0] if last else self.operating.status(caller.credential, "batch")
+        block = time_block(started, time.time(), processing, operating, config.tz_offset_minutes)
         return RestAnswer(200, {"result": result, "time": block})
 
 

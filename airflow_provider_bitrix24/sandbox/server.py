@@ -6,8 +6,14 @@ Routes:
 * ``/rest/{user_id}/{code}/{method}[.json][/]`` (webhook) and ``/rest/{method}[.json][/]`` (OAuth), GET or POST;
 * ``/oauth/token/`` (GET query or POST form): the token endpoint;
 * ``/_sandbox/...``: control endpoints for tests (no auth, not rate limited, JSON in and out):
-  ``GET quick-answers``, ``POST messages``, ``POST sessions``, ``POST faults``, ``POST reset``, ``POST config``,
-  ``GET stats``, ``GET seed``, ``GET health``.
+  ``GET quick-answers``, ``POST messages``, ``POST sessions``, ``POST sessions/close``, ``POST faults``,
+  ``POST reset``, ``POST config``, ``GET stats``, ``GET seed``, ``GET health``.
+
+The control endpoints have no credential, so a web page must not be able to reach them through the developer's
+browser: they answer only requests whose ``Host`` is a loopback host (``127.0.0.1``, ``[::1]``, ``localhost``,
+with or without the port; a DNS-rebinding page sends its own name), and refuse with 403 a ``POST`` that carries an
+``Origin`` other than the sandbox's own or a body that is not ``application/json`` (the only kinds of cross-origin
+write a browser sends without asking first). Their bodies are limited to :data:`MAX_CONTROL_BODY` bytes (413).
 
 Every answer carries ``Content-Length`` and connections are kept alive. Nothing is logged unless ``verbose`` is set,
 and then webhook codes and query strings are masked. No answer ever repeats a credential.
@@ -22,6 +28,7 @@ import json
 import socket
 import sys
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,6 +42,20 @@ from airflow_provider_bitrix24.sandbox.state import SeedIds
 
 JSON_TYPE = "application/json; charset=utf-8"
 _CHUNK = 64 * 1024
+#: Largest body a control request may carry, bytes.
+MAX_CONTROL_BODY = 1024 * 1024
+CONTROL_PREFIX = "/_sandbox/"
+_LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+
+
+#: Largest oversized body still read to its end (so the client sees the 413 and may reuse the connection).
+_DRAIN_LIMIT = 16 * MAX_CONTROL_BODY
+
+
+class _BodyTooLarge(Exception):
+    def __init__(self, *, drained: bool) -> None:
+        super().__init__("request body too large")
+        self.drained = drained
 
 
 def encode_json(payload: Any) -> bytes:
@@ -105,7 +126,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch()
 
     def do_PUT(self) -> None:
-        self._read_body()
+        # The body is not read: the connection closes after the answer.
+        self.close_connection = True
         self._send_json(405, {"error": "METHOD_NOT_ALLOWED", "error_description": "Use GET or POST"})
 
     do_DELETE = do_PUT
@@ -113,32 +135,73 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         try:
-            body = self._read_body()
             path = urlsplit(self.path).path
+            if path.startswith(CONTROL_PREFIX):
+                self._guarded_control(path[len(CONTROL_PREFIX) :].strip("/"))
+                return
+            body = self._read_body()
             if path.startswith("/rest/") or path == "/rest":
                 self._rest(path, body)
             elif path.rstrip("/") == TOKEN_PATH.rstrip("/"):
                 self._oauth(body)
-            elif path.startswith("/_sandbox/"):
-                self._control(path[len("/_sandbox/") :].strip("/"), body)
             else:
                 self._send(404, b"<html><body><h1>404 Not Found</h1></body></html>", "text/html; charset=utf-8")
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             self.close_connection = True
 
-    def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks: list[bytes] = []
+    def _read_body(self, limit: int | None = None) -> bytes:
+        """
+        The request body.
+
+        :param limit: Largest body accepted, bytes. A larger one raises ``_BodyTooLarge``: read to its end and
+            dropped when it is no larger than :data:`_DRAIN_LIMIT` (the connection stays usable), else left unread.
+        """
+        if limit is not None and not self._is_chunked() and self._content_length() > _DRAIN_LIMIT:
+            raise _BodyTooLarge(drained=False)
+        parts: list[bytes] = []
+        total = 0
+        for piece in self._body_pieces():
+            total += len(piece)
+            if limit is None or total <= limit:
+                parts.append(piece)
+            elif total > _DRAIN_LIMIT:
+                raise _BodyTooLarge(drained=False)
+            else:
+                parts.clear()
+        if limit is not None and total > limit:
+            raise _BodyTooLarge(drained=True)
+        return b"".join(parts)
+
+    def _body_pieces(self) -> Iterator[bytes]:
+        """The body as it arrives, plain (``Content-Length``) or chunked."""
+        if self._is_chunked():
             while True:
                 size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
                 if size == 0:
                     while self.rfile.readline() not in (b"\r\n", b"\n", b""):
                         pass
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
+                    return
+                yield from self._pieces_of(size)
                 self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
+        yield from self._pieces_of(self._content_length())
+
+    def _pieces_of(self, size: int) -> Iterator[bytes]:
+        remaining = size
+        while remaining > 0:
+            piece = self.rfile.read(min(remaining, _CHUNK))
+            if not piece:
+                return
+            remaining -= len(piece)
+            yield piece
+
+    def _is_chunked(self) -> bool:
+        return self.headers.get("Transfer-Encoding", "").lower() == "chunked"
+
+    def _content_length(self) -> int:
+        try:
+            return max(0, int(self.headers.get("Content-Length") or 0))
+        except ValueError:
+            return 0
 
     # -- responses ----------------------------------------------------------------------------------------------
 
@@ -147,6 +210,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")  # say so, or the client would reuse a socket about to close
         self.end_headers()
         self.wfile.write(body)
 
@@ -202,7 +267,10 @@ class _Handler(BaseHTTPRequestHandler):
         https = self.headers.get("X-Forwarded-Proto", "").lower() == "https"
         call = RestCall(method, webhook, params, bearer, self.client_address[0], https)
         dropped = fault is not None and fault.kind == "drop_after"
+        round_trip = engine.latency.round_trip
+        engine.pause(round_trip / 2)  # the request on its way to the portal
         answer = engine.handle(call, record=not dropped)
+        engine.pause(round_trip / 2)  # the answer on its way back
         if dropped:
             engine.stats.request(method, 0)
             self._drop()
@@ -233,14 +301,53 @@ class _Handler(BaseHTTPRequestHandler):
         portal = self.server.portal
         portal.engine.stats.oauth_request()
         params = merge(parse_query(urlsplit(self.path).query), parse_body(body, self.headers.get("Content-Type", "")))
+        portal.engine.pause(portal.engine.latency.round_trip)  # the authorization server is a remote host too
         try:
-            answer = portal.engine.oauth.grant(params, portal.base_url + "/rest/", urlsplit(portal.base_url).netloc)
+            answer = portal.engine.oauth.grant(params, portal.base_url + "/rest/")
         except OAuthError as exc:
             self._send_json(exc.status, exc.body())
             return
         self._send_json(200, answer)
 
     # -- /_sandbox/ ---------------------------------------------------------------------------------------------
+
+    def _guarded_control(self, name: str) -> None:
+        """Refuse control requests a web page could have sent through a browser, then run the endpoint."""
+        refusal = self._control_refusal()
+        if refusal is not None:
+            self.close_connection = True  # the body, if any, is left unread
+            self._send_json(403, {"error": refusal})
+            return
+        try:
+            body = self._read_body(limit=MAX_CONTROL_BODY)
+        except _BodyTooLarge as exc:
+            self.close_connection = self.close_connection or not exc.drained
+            self._send_json(413, {"error": f"control request body is larger than {MAX_CONTROL_BODY} bytes"})
+            return
+        self._control(name, body)
+
+    def _control_refusal(self) -> str | None:
+        """Why this control request is refused, or ``None``."""
+        if not _is_loopback_host(self.headers.get("Host")):
+            return "control endpoints answer only requests to a loopback host (127.0.0.1, [::1] or localhost)"
+        if self.command != "POST":
+            return None
+        origin = self.headers.get("Origin")
+        if origin is not None and origin.strip().lower() not in self._own_origins():
+            return "control endpoints refuse cross-origin requests"
+        content_type = self.headers.get("Content-Type")
+        has_body = self._is_chunked() or self._content_length() > 0
+        if content_type is None and not has_body:
+            return None
+        if content_type is None or content_type.split(";", 1)[0].strip().lower() != "application/json":
+            return "control endpoints take only application/json bodies"
+        return None
+
+    def _own_origins(self) -> set[str]:
+        portal = self.server.portal
+        port = portal.config.port
+        names = {*_LOOPBACK_NAMES, urlsplit(portal.base_url).netloc.rsplit(":", 1)[0]}
+        return {f"http://{name}:{port}".lower() for name in names}
 
     def _control(self, name: str, body: bytes) -> None:
         portal = self.server.portal
@@ -286,6 +393,9 @@ class _Handler(BaseHTTPRequestHandler):
             return {"id": message_id, "chat_id": portal.chat_of_session(session_id)}
         if name == "sessions":
             return {"session_id": portal.open_session(to_int(data.get("chat_id")))}
+        if name == "sessions/close":
+            portal.close_session(to_int(data.get("session_id")))
+            return {"ok": True}
         if name == "faults":
             options = dict(data)
             method = options.pop("method", "*")
@@ -550,6 +660,19 @@ class SandboxPortal:
                 raise LookupError(f"chat {chat_id} does not exist")
             return state.open_session(chat_id).id
 
+    def close_session(self, session_id: int) -> None:
+        """
+        Close a session: once a chat's latest session is closed, its ``entity_data_1`` names no session.
+
+        :raises LookupError: for an unknown session.
+        """
+        state = self.engine.state
+        with state.lock:
+            session = state.sessions.get(session_id)
+            if session is None:
+                raise LookupError(f"session {session_id} does not exist")
+            session.closed = True
+
     def stats(self) -> dict[str, Any]:
         return self.engine.stats.snapshot()
 
@@ -570,6 +693,23 @@ class SandboxPortal:
         for timer in timers:
             timer.cancel()
         self.engine.reset()
+
+
+def _is_loopback_host(header: str | None) -> bool:
+    """Whether a ``Host`` header names a loopback host (``127.0.0.1``, ``[::1]``, ``localhost``; port optional)."""
+    if not header:
+        return False
+    host = header.strip().lower()
+    if host.startswith("["):
+        name, bracket, rest = host[1:].partition("]")
+        if not bracket:
+            return False
+    else:
+        name, colon, port = host.partition(":")
+        rest = colon + port
+    if rest and not (rest.startswith(":") and rest[1:].isascii() and rest[1:].isdigit() and len(rest) <= 6):
+        return False
+    return _is_loopback(name)
 
 
 def _masked(path: str) -> str:

@@ -19,11 +19,15 @@ Open-line chats (``entityType`` ``LINES``), their sessions and what they are for
       a member without rights on line 1 (``CANT_SAVE_QUICK_ANSWER`` for a webhook of user 3).
     * 1777 Sales, client 103, session 343. Message 85819 was saved before as quick answer 3 and edited
       afterwards (the "same message id" branch updates the answer's text). User 1 is not a member but may join.
+      Message 85815 mentions the client (``[USER=103]...[/USER]``), 85847 in chat 1763 has a ``[br]``: the
+      history renders both.
     * 1801 Support, client 102, sessions 351, 357 (closed) and 365 (current): three sessions in one chat.
-    * 1815 Sales (WhatsApp), client 104, session 371, closed (an inactive chat for ``crm.chat.get``).
+    * 1815 Sales (WhatsApp), client 104, session 371, closed (an inactive chat for ``crm.chat.get``; its
+      ``entity_data_1`` names no session).
     * 1830 VIP, client 105, session 381: user 1 may not open it (``ACCESS_DENIED`` / ``ACCESS_ERROR``).
-    * 1850 Support, client 106: no session at all (``INVALID_SESSION_ID``).
-    * 1870 Support, client 108, session 391 without messages (``ACCESS_DENIED`` from history).
+    * 1850 Support, client 106: no session at all (``INVALID_SESSION_ID``). Chats without a CRM link (1850,
+      1870, 2001 and the pool) have an empty ``entity_data_2``.
+    * 1870 Support, client 108, session 391 without messages (history answers an empty ``message`` map).
     * 2001 Support, client 107, session 401 with ``bulk_messages`` messages of distinct texts, ids from 100001.
     * Pool: ``extra_sessions`` chats 20001, 20002, ... with one session each, 10001, 10002, ..., one client
       message each (ids right after the bulk messages).
@@ -295,7 +299,8 @@ _CHATS: list[_ChatSeed] = [
     (1777, "Guest #17 - Sales", LINES, 2, "telegrambot|2|1775|103", 3, [103, 3], "LEAD", 1209, [
         (343, False, [
             (85813, 103, "Do you deliver to Berlin?", {}),
-            (85815, 3, "Yes, delivery to Berlin takes 2-3 days.", {"connectorMid": ["85816"]}),
+            (85815, 3, "[USER=103]Guest #17[/USER], yes, delivery to Berlin takes 2-3 days.",
+             {"connectorMid": ["85816"]}),
             (85817, 103, "[b]Great![/b] How much does it cost?", {}),
             (85819, 3, "Delivery is free for orders over 100 EUR.", {"connectorMid": ["85820"]}),
         ]),

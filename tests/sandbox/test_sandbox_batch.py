@@ -12,12 +12,17 @@ from airflow_provider_bitrix24.sandbox.batch import substitute
 SECTIONS = ["result", "result_error", "result_total", "result_next", "result_time"]
 
 
-def test_batch_answer_has_five_sections_and_no_operating_in_its_own_time(http, portal):
+def test_batch_answer_has_five_sections_and_operating_in_its_own_time(http, portal):
     body = http.post(portal.webhook_url + "batch", json={"cmd": {"me": "profile"}}).json()
     assert list(body) == ["result", "time"]
     assert list(body["result"]) == SECTIONS
     assert body["result"]["result"]["me"]["ID"] == "1"
-    assert "operating" not in body["time"]
+    # The outer time block carries the operating counter and its reset, as real batch answers do.
+    assert list(body["time"]) == [
+        "start", "finish", "duration", "processing", "date_start", "date_finish", "operating_reset_at", "operating",
+    ]  # fmt: skip
+    assert isinstance(body["time"]["operating"], float)
+    assert isinstance(body["time"]["operating_reset_at"], int)
     command_time = body["result"]["result_time"]["me"]
     assert {"start", "finish", "duration", "processing", "date_start", "date_finish"} <= set(command_time)
 

@@ -32,7 +32,7 @@ def test_cli_serves_prints_the_connection_and_stops_on_signal(tmp_path, stop_sig
     proc = subprocess.Popen(
         [
             sys.executable, "-m", "airflow_provider_bitrix24.sandbox", "--port", "0", "--port-file", str(port_file),
-            "--burst", "7", "--per-second", "3", "--extra-sessions", "2", "--verbose",
+            "--burst", "7", "--per-second", "3", "--extra-sessions", "2", "--latency", "realistic", "--verbose",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -44,6 +44,8 @@ def test_cli_serves_prints_the_connection_and_stops_on_signal(tmp_path, stop_sig
             http.trust_env = False
             profile = http.post(f"http://127.0.0.1:{port}/rest/1/sandbox-webhook-0000/profile", timeout=5)
             assert profile.json()["result"]["ID"] == "1"
+            # The realistic latency preset: per-request overhead plus the method's processing.
+            assert profile.json()["time"]["duration"] >= 0.052 + 0.0045
             history = http.post(
                 f"http://127.0.0.1:{port}/rest/1/sandbox-webhook-0000/imopenlines.session.history.get",
                 json={"SESSION_ID": 10002},

@@ -85,6 +85,15 @@ def test_sessions_endpoint_opens_a_session_and_closes_the_previous_one(http, api
     assert _control(http, portal, "POST", "sessions", {"chat_id": 424242})[0] == 404
 
 
+def test_close_session_endpoint(http, portal):
+    assert _control(http, portal, "POST", "sessions/close", {"session_id": SEED.sales_session_id}) == (
+        200,
+        {"ok": True},
+    )
+    assert portal.engine.state.sessions[SEED.sales_session_id].closed is True
+    assert _control(http, portal, "POST", "sessions/close", {"session_id": 424242})[0] == 404
+
+
 def test_config_endpoint_changes_the_live_config(http, api, portal):
     status, body = _control(
         http, portal, "POST", "config", {"rate_limit_enabled": True, "burst": 0, "per_second": 0.01}
@@ -144,7 +153,9 @@ def test_seed_and_health_endpoints(http, portal):
 
 def test_unknown_control_endpoint_and_bad_json(http, portal):
     assert _control(http, portal, "GET", "nothing-here")[0] == 404
-    response = http.post(f"{portal.base_url}/_sandbox/config", data="{not json")
+    response = http.post(
+        f"{portal.base_url}/_sandbox/config", data="{not json", headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 400
 
 

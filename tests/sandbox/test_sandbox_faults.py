@@ -141,7 +141,7 @@ def test_faults_can_be_injected_over_http(http, api, portal):
     url = portal.base_url + "/_sandbox/faults"
     response = http.post(url, json={"method": "Profile", "kind": "error", "error": "PORTAL_DELETED", "count": 2})
     assert response.json() == {"ok": True}
-    assert [api.post("profile").status_code for _ in range(3)] == [500, 500, 200]
+    assert [api.post("profile").status_code for _ in range(3)] == [410, 410, 200]
     bad = http.post(url, json={"method": "profile", "kind": "explode"})
     assert bad.status_code == 400
     assert "explode" in bad.json()["error"]

@@ -96,11 +96,75 @@ def test_operating_fields_are_absent_when_the_limiter_is_off(api, portal):
         assert "operating_reset_at" not in timing
 
 
-def test_nested_commands_are_metered_and_batch_is_not(api, portal):
-    portal.configure(operating_limit=1.0, operating_cost={"profile": 0.6, "batch": 100.0})
-    result = api.ok("batch", {"cmd": {"a": "profile", "b": "profile", "c": "profile", "d": "scope"}})
+def test_older_portals_meter_each_command_under_its_own_method_and_not_batch(api, portal):
+    portal.configure(batch_billing="command", operating_limit=1.0, operating_cost={"profile": 0.6, "batch": 100.0})
+    before = time.time()
+    result, outer = _batch(api, {"a": "profile", "b": "profile", "c": "profile", "d": "scope"})
     assert list(result["result"]) == ["a", "b", "d"]
     assert result["result_error"] == {"c": BLOCKED_BODY}
     assert result["result_time"]["b"]["operating"] == pytest.approx(1.2)
-    again = api.ok("batch", {"cmd": {"d": "scope"}})
+    # The blocked command keeps its timing, with its method's counter and when its oldest bucket expires.
+    blocked = result["result_time"]["c"]
+    assert blocked["processing"] == 0
+    assert blocked["operating"] == pytest.approx(1.2)
+    assert before + 600 <= blocked["operating_reset_at"] <= time.time() + 601
+    # The outer block reports the counter of the last command's method.
+    assert outer["operating"] == result["result_time"]["d"]["operating"]
+    assert outer["operating_reset_at"] == result["result_time"]["d"]["operating_reset_at"]
+    # batch itself is not metered (its cost of 100 s would have blocked it).
+    again, _ = _batch(api, {"d": "scope"})
     assert again["result"]["d"] == ["imopenlines", "im", "imbot", "user", "crm"]
+    assert api.error("profile") == (429, BLOCKED_BODY)
+
+
+def test_batch_is_metered_as_batch_by_default(api, portal):
+    assert portal.config.batch_billing == "batch"
+    portal.configure(operating_limit=1.0, operating_cost={"profile": 0.6})
+    result, outer = _batch(api, {"a": "profile", "b": "profile"})
+    assert list(result["result"]) == ["a", "b"]
+    # Commands carry the running total of the batch; the outer block the batch's counter.
+    assert result["result_time"]["a"]["operating"] == pytest.approx(0.6)
+    assert result["result_time"]["b"]["operating"] == pytest.approx(1.2)
+    assert outer["operating"] == pytest.approx(1.2)
+    assert isinstance(outer["operating_reset_at"], int)
+    # The commands' own method was not charged: a direct call sees only its own cost.
+    assert api.post("profile").json()["time"]["operating"] == pytest.approx(0.6)
+    # batch crossed the limit: the next batch is refused as a whole, with no time block.
+    response = api.post("batch", {"cmd": {"s": "scope"}})
+    assert (response.status_code, response.json()) == (429, BLOCKED_BODY)
+    assert portal.stats()["errors"] == {"OPERATION_TIME_LIMIT": 1}
+
+
+def test_batch_cost_can_be_set_for_the_whole_batch(api, portal):
+    portal.configure(operating_limit=1.0, operating_cost={"batch": 2.0})
+    _, outer = _batch(api, {"s": "scope"})
+    assert outer["operating"] == pytest.approx(2.0)
+    assert api.post("batch", {"cmd": {"s": "scope"}}).status_code == 429
+
+
+@pytest.mark.parametrize("billing", ["batch", "command"])
+def test_command_of_a_blocked_method_is_refused_inside_a_batch_with_its_time(api, portal, billing):
+    portal.configure(batch_billing=billing, operating_limit=1.0, operating_cost={"profile": 0.6})
+    for _ in range(2):
+        api.ok("profile")
+    assert api.error("profile") == (429, BLOCKED_BODY)
+    result, _ = _batch(api, {"me": "profile", "s": "scope"})
+    assert result["result_error"] == {"me": BLOCKED_BODY}
+    assert list(result["result"]) == ["s"]
+    timing = result["result_time"]["me"]
+    assert {"start", "finish", "duration", "processing", "date_start", "date_finish"} <= set(timing)
+    assert timing["operating"] == pytest.approx(1.2)
+    assert isinstance(timing["operating_reset_at"], int)
+    assert portal.stats()["batch_errors"] == {"OPERATION_TIME_LIMIT": 1}
+
+
+def test_batch_billing_takes_only_known_names(portal):
+    with pytest.raises(ValueError, match="batch_billing must be one of"):
+        portal.configure(batch_billing="per-command")
+
+
+def _batch(api, cmd):
+    response = api.post("batch", {"cmd": cmd})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    return body["result"], body["time"]

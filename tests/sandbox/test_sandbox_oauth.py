@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -11,6 +12,8 @@ TOKEN_FIELDS = {
     "access_token", "client_endpoint", "domain", "expires", "expires_in", "member_id", "refresh_token", "scope",
     "server_endpoint", "status", "user_id",
 }  # fmt: skip
+#: Real tokens are 70 characters of lower-case letters and digits.
+REAL_TOKEN = re.compile(r"^[a-z0-9]{70}$")
 
 
 def _refresh(http, portal, refresh_token, *, post=False, **overrides):
@@ -31,17 +34,21 @@ def _profile(http, portal, access_token):
     return http.post(portal.base_url + "/rest/profile", json={"auth": access_token})
 
 
-def test_refresh_returns_the_documented_fields(http, portal):
+def test_refresh_answers_as_the_real_authorization_server(http, portal):
     before = time.time()
     response = _refresh(http, portal, portal.oauth_refresh_token)
     assert response.status_code == 200
     tokens = response.json()
     assert set(tokens) == TOKEN_FIELDS
     assert tokens["client_endpoint"] == portal.base_url + "/rest/"
+    assert (tokens["domain"], tokens["server_endpoint"]) == ("oauth.bitrix.info", "https://oauth.bitrix.info/rest/")
+    assert tokens["scope"] == "app"
+    assert (tokens["member_id"], tokens["status"], tokens["user_id"]) == (portal.config.member_id, "L", 1)
     assert tokens["expires_in"] == 3600
+    assert isinstance(tokens["expires"], int)
     assert before + 3599 <= tokens["expires"] <= time.time() + 3601
-    assert tokens["scope"] == "imopenlines,im,imbot,user,crm"
-    assert tokens["user_id"] == 1
+    assert REAL_TOKEN.match(tokens["access_token"])
+    assert REAL_TOKEN.match(tokens["refresh_token"])
     assert tokens["refresh_token"] != portal.oauth_refresh_token
     assert portal.oauth_client_secret not in response.text
     assert _profile(http, portal, tokens["access_token"]).status_code == 200
@@ -65,8 +72,9 @@ def test_refresh_token_rotates_and_the_old_one_stops_working(http, portal):
         ({"grant_type": "password"}, 400, "invalid_request"),
         ({"client_secret": None}, 400, "invalid_request"),
         ({"refresh_token": None}, 400, "invalid_request"),
-        ({"client_secret": "wrong-secret"}, 401, "invalid_client"),
-        ({"client_id": "app.other"}, 401, "invalid_client"),
+        ({"client_secret": "wrong-secret"}, 400, "invalid_client"),
+        ({"client_secret": "wrong-sécret"}, 400, "invalid_client"),
+        ({"client_id": "app.other"}, 200, "wrong_client"),
         ({"refresh_token": "not-a-refresh-token"}, 400, "invalid_grant"),
     ],
 )
@@ -96,13 +104,27 @@ def test_authorization_code_works_once(http, portal):
     first = http.get(portal.oauth_url, params=params)
     assert first.status_code == 200
     assert set(first.json()) == TOKEN_FIELDS - {"expires", "user_id"}
+    assert first.json()["scope"] == "imopenlines,im,imbot,user,crm"
+    assert REAL_TOKEN.match(code)
     assert _profile(http, portal, first.json()["access_token"]).status_code == 200
     second = http.get(portal.oauth_url, params=params)
     assert (second.status_code, second.json()["error"]) == (400, "invalid_grant")
 
 
+def test_unknown_client_id_is_wrong_client_at_http_200_and_issues_nothing(http, portal):
+    response = _refresh(http, portal, portal.oauth_refresh_token, client_id="app.other")
+    assert (response.status_code, response.json()) == (
+        200,
+        {"error": "wrong_client", "error_description": "Wrong client"},
+    )
+    # The refresh token was not spent.
+    assert _refresh(http, portal, portal.oauth_refresh_token).status_code == 200
+
+
 def test_expired_access_token_is_recovered_by_a_refresh(http, portal):
     tokens = portal.issue_oauth_tokens(expired=True)
+    assert REAL_TOKEN.match(tokens["access_token"])
+    assert REAL_TOKEN.match(tokens["refresh_token"])
     assert _profile(http, portal, tokens["access_token"]).json()["error"] == "expired_token"
     fresh = _refresh(http, portal, tokens["refresh_token"]).json()
     assert _profile(http, portal, fresh["access_token"]).json()["result"]["ID"] == "1"

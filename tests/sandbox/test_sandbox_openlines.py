@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 
 import pytest
 import requests
@@ -198,6 +199,34 @@ def test_history_chat_item_carries_the_current_session_in_entity_data_1(api):
     assert (chat["type"], chat["messageType"], chat["owner"]) == ("lines", "L", "1")
 
 
+def test_entity_data_name_no_session_once_the_chat_has_no_active_one(http, api, portal):
+    # Chat 1815's only session is closed: index 5 is 0 in dialog.get and in the history's chat item.
+    dialog = api.ok("imopenlines.dialog.get", {"CHAT_ID": SEED.whatsapp_chat_id})
+    assert dialog["entity_data_1"].split("|")[5] == "0"
+    history = _history(api, SESSION_ID=SEED.whatsapp_session_id)
+    assert history["chat"][str(SEED.whatsapp_chat_id)]["entityData1"].split("|")[5] == "0"
+    # Closing the current session of chat 1763 does the same there.
+    response = http.post(
+        portal.base_url + "/_sandbox/sessions/close", json={"session_id": SEED.support_latest_session_id}
+    )
+    assert response.json() == {"ok": True}
+    dialog = api.ok("imopenlines.dialog.get", {"CHAT_ID": SEED.support_chat_id})
+    fields = dialog["entity_data_1"].split("|")
+    assert (fields[5], fields[:3]) == ("0", ["Y", "LEAD", "1205"])
+    assert int(fields[6]) > 0  # the session's start stays
+    assert api.ok("imopenlines.crm.chat.get", {"CRM_ENTITY_TYPE": "lead", "CRM_ENTITY": 1205}) == []
+
+
+def test_entity_data_2_is_empty_for_chats_without_a_crm_link(api):
+    dialog = api.ok("imopenlines.dialog.get", {"CHAT_ID": SEED.no_session_chat_id})
+    assert dialog["entity_data_2"] == ""
+    assert dialog["entity_data_1"].startswith("N|NONE|0|")
+    chat = _history(api, SESSION_ID=SEED.empty_session_id)["chat"][str(SEED.empty_session_chat_id)]
+    assert chat["entityData2"] == ""
+    linked = api.ok("imopenlines.dialog.get", {"CHAT_ID": SEED.multi_session_chat_id})
+    assert linked["entity_data_2"] == "LEAD|0|COMPANY|0|CONTACT|77|DEAL|0"
+
+
 def test_history_by_chat_id_returns_the_latest_session_only(api):
     result = _history(api, CHAT_ID=SEED.multi_session_chat_id)
     assert result["sessionId"] == SEED.multi_session_ids[-1]
@@ -247,7 +276,6 @@ def test_history_keeps_unicode_and_renders_links(api):
         ({"SESSION_ID": 999999}, "ACCESS_DENIED", CHAT_ACCESS),
         ({"SESSION_ID": SEED.restricted_session_id}, "ACCESS_DENIED", CHAT_ACCESS),
         ({"CHAT_ID": SEED.restricted_chat_id}, "ACCESS_DENIED", CHAT_ACCESS),
-        ({"SESSION_ID": SEED.empty_session_id}, "ACCESS_DENIED", CHAT_ACCESS),
     ],
 )
 def test_history_errors(api, params, error, description):
@@ -255,6 +283,69 @@ def test_history_errors(api, params, error, description):
         400,
         {"error": error, "error_description": description},
     )
+
+
+@pytest.mark.parametrize("params", [{"SESSION_ID": SEED.empty_session_id}, {"CHAT_ID": SEED.empty_session_chat_id}])
+def test_history_of_a_session_without_messages_is_a_success_with_an_empty_map(api, params):
+    result = _history(api, **params)
+    assert list(result) == HISTORY_KEYS
+    assert result["sessionId"] == SEED.empty_session_id
+    assert result["message"] == []
+    assert result["usersMessage"] == {f"chat{SEED.empty_session_chat_id}": []}
+    assert (result["users"], result["files"], result["userInGroup"]) == ([], [], [])
+
+
+def test_history_text_is_rendered_as_the_portal_renders_it(api, portal):
+    sales = _history(api, SESSION_ID=SEED.sales_session_id)["message"]["85815"]
+    assert sales["text"] == "Guest #17, yes, delivery to Berlin takes 2-3 days."
+    assert sales["textlegacy"] == "Guest #17, yes, delivery to Berlin takes 2-3 days."
+    support = _history(api, SESSION_ID=SEED.support_latest_session_id)["message"]["85847"]
+    # [br] becomes a newline; other BB-code stays in text, as in the documentation's examples.
+    assert support["text"] == "On mobile tap [b]...[/b] in the top-right corner, then [i]Observers[/i].\nDoes it help?"
+    assert support["textlegacy"] == (
+        "On mobile tap <b>...</b> in the top-right corner, then <i>Observers</i>.<br />Does it help?"
+    )
+    mention = portal.add_message(SEED.sales_session_id, 3, "[USER=1][/USER], [USER=103]the client[/USER] waits")
+    added = _history(api, SESSION_ID=SEED.sales_session_id)["message"][str(mention)]
+    assert added["text"] == "Anna Admin, the client waits"
+    # What was typed is kept: a quick answer saved from the message holds the BB-code.
+    assert api.ok("imopenlines.message.quick.save", {"CHAT_ID": SEED.sales_chat_id, "MESSAGE_ID": 85815}) is True
+    saved = [a for a in portal.quick_answers() if a["message_id"] == 85815]
+    assert saved[0]["text"].startswith("[USER=103]Guest #17[/USER], yes")
+
+
+def test_history_orders_messages_newest_first_by_date_not_by_id(api, portal):
+    # A message whose id was taken first but that arrived later is the newest one.
+    late = portal.add_message(SEED.sales_session_id, 103, "Arrives later", delay=0.3)
+    early = portal.add_message(SEED.sales_session_id, 3, "Arrives now")
+    assert late < early
+    deadline = time.monotonic() + 5
+    while str(late) not in _history(api, SESSION_ID=SEED.sales_session_id)["message"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    result = _history(api, SESSION_ID=SEED.sales_session_id)
+    assert list(result["message"])[:2] == [str(late), str(early)]
+    assert result["usersMessage"][f"chat{SEED.sales_chat_id}"][:2] == [str(late), str(early)]
+    # Messages of the same second come in id order.
+    state, second_start = portal.engine.state, float(int(time.time()) + 100)
+    with state.lock:
+        first = state.add_message(SEED.sales_session_id, 103, "same second, first", date=second_start + 0.1).id
+        second = state.add_message(SEED.sales_session_id, 3, "same second, second", date=second_start + 0.6).id
+    assert list(_history(api, SESSION_ID=SEED.sales_session_id)["message"])[:2] == [str(first), str(second)]
+
+
+def test_history_ignores_chat_id_on_older_imopenlines_versions(api, portal):
+    portal.configure(history_ignores_chat_id=True)
+    assert api.error("imopenlines.session.history.get", {"CHAT_ID": SEED.sales_chat_id}) == (
+        400,
+        {
+            "error": "ACCESS_DENIED",
+            "error_description": "You cannot open this conversation because you do not have sufficient rights.",
+        },
+    )
+    assert _history(api, SESSION_ID=SEED.sales_session_id)["sessionId"] == SEED.sales_session_id
+    both = _history(api, SESSION_ID=SEED.sales_session_id, CHAT_ID=SEED.support_chat_id)
+    assert both["chatId"] == SEED.sales_chat_id
 
 
 def test_added_messages_appear_in_the_session(api, portal):

@@ -140,17 +140,24 @@ def test_no_credential_is_no_auth_found(http, portal):
 
 
 @pytest.mark.parametrize("path", ["/rest/1/wrong-code-0000/profile", "/rest/7/sandbox-webhook-0000/profile"])
-def test_wrong_webhook_is_no_auth_found_by_default(http, portal, path):
+def test_wrong_webhook_is_invalid_credentials_401_by_default(http, portal, path):
+    # What real portals answer (recorded); the docs' table attributes wrong webhook codes to NO_AUTH_FOUND.
     status, body = _error(http.post(portal.base_url + path))
-    assert (status, body) == (401, {"error": "NO_AUTH_FOUND", "error_description": "Wrong authorization data"})
+    assert (status, body) == (401, {"error": "INVALID_CREDENTIALS", "error_description": "Invalid request credentials"})
 
 
-def test_wrong_webhook_is_invalid_credentials_in_code_style(http, portal):
-    portal.configure(auth_error_style="code")
+def test_wrong_webhook_is_no_auth_found_in_docs_style(http, portal):
+    portal.configure(auth_error_style="docs")
     assert _error(http.post(portal.base_url + "/rest/1/wrong-code-0000/profile")) == (
         401,
-        {"error": "INVALID_CREDENTIALS", "error_description": "Invalid request credentials"},
+        {"error": "NO_AUTH_FOUND", "error_description": "Wrong authorization data"},
     )
+
+
+def test_auth_error_style_takes_only_known_names(portal):
+    with pytest.raises(ValueError, match="auth_error_style must be one of"):
+        portal.configure(auth_error_style="strict")
+    assert portal.config.auth_error_style == "code"
 
 
 def test_unknown_oauth_token_is_invalid_token(http, portal):
@@ -185,10 +192,10 @@ def test_webhook_of_unknown_employee_cannot_authorize(http, portal):
 # -- scopes ----------------------------------------------------------------------------------------------------
 
 
-def test_missing_scope_is_insufficient_scope_with_webhook_wording(http, portal):
+def test_missing_scope_is_insufficient_scope_401_with_webhook_wording(http, portal):
     response = http.post(portal.limited_webhook_url + "imopenlines.dialog.get", json={"CHAT_ID": 1763})
     assert _error(response) == (
-        403,
+        401,
         {
             "error": "insufficient_scope",
             "error_description": "The request requires higher privileges than provided by the webhook token",
@@ -200,7 +207,7 @@ def test_missing_scope_is_insufficient_scope_with_oauth_wording(http, portal):
     portal.configure(oauth_scopes=["user"])
     response = http.post(portal.base_url + "/rest/imopenlines.dialog.get", json={"auth": portal.oauth_access_token})
     status, body = _error(response)
-    assert status == 403
+    assert status == 401
     assert body["error_description"] == "The request requires higher privileges than provided by the access token"
 
 
@@ -226,7 +233,8 @@ def test_user_current_needs_a_user_scope(api, portal):
     [
         ("rest_unavailable", 403, "ACCESS_DENIED", "REST API is available only on commercial plans"),
         ("overloaded", 503, "OVERLOAD_LIMIT", "REST API is blocked due to overload"),
-        ("portal_deleted", 500, "PORTAL_DELETED", "Portal was deleted"),
+        ("portal_deleted", 410, "PORTAL_DELETED", "Portal was deleted"),
+        ("subscription_ended", 401, "PAYMENT_REQUIRED", "Subscription has been ended"),
     ],
 )
 def test_portal_flags_refuse_every_call(api, portal, flag, status, error, description):

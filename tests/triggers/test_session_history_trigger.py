@@ -119,7 +119,8 @@ def test_bad_credential_ends_every_wait_with_an_error_event(sandbox, monkeypatch
     set_conn(monkeypatch, "b24_wrong", data)
     triggers = [_trigger(bitrix24_conn_id="b24_wrong", session_id=s) for s in (321, 335, 343)]
     events = asyncio.run(_events(triggers))
-    assert {e["code"] for e in events} == {"NO_AUTH_FOUND"}
+    # A wrong webhook code is INVALID_CREDENTIALS (401) on real portals.
+    assert {e["code"] for e in events} == {"INVALID_CREDENTIALS"}
     assert all(e["status"] == "error" and e["retryable"] is False for e in events)
     assert sandbox.stats()["requests"] == 1
     assert "fake-webhook-9999" not in repr(events)
