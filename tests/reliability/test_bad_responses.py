@@ -79,6 +79,33 @@ BAD_ANSWERS: dict[str, tuple[dict[str, Any], str]] = {
         "RESPONSE_TOO_LARGE",
     ),
     "never_answers": ({"kind": "hang", "delay": 10}, "TIMEOUT"),
+    "nested_100000_deep": (
+        {
+            "kind": "raw",
+            "status": 200,
+            "body": '{"result": ' + "[" * 100_000 + "]" * 100_000 + "}",
+            "content_type": "application/json",
+        },
+        "INVALID_RESPONSE",
+    ),
+    "number_of_5000_digits": (
+        {
+            "kind": "raw",
+            "status": 200,
+            "body": '{"result": true, "time": {"operating": ' + "9" * 5000 + "}}",
+            "content_type": "application/json",
+        },
+        "INVALID_RESPONSE",
+    ),
+}
+
+#: Odd but readable values a broken portal could send: the call succeeds and nothing absurd is believed.
+ODD_ANSWERS: dict[str, str] = {
+    "operating_of_4000_digits": '{"result": true, "time": {"operating": ' + "9" * 4000 + ', "operating_reset_at": 1}}',
+    "reset_at_1e18": '{"result": true, "time": {"operating": 900, "operating_reset_at": 1e18}}',
+    "reset_at_nan": '{"result": true, "time": {"operating": 900, "operating_reset_at": NaN}}',
+    "operating_infinity": '{"result": true, "time": {"operating": Infinity, "operating_reset_at": 1}}',
+    "superscript_next": '{"result": true, "next": "\u00b2", "total": "\u0661\u0662\u0663"}',
 }
 
 
@@ -193,3 +220,74 @@ def test_task_succeeds_when_a_bad_answer_comes_once(portal, monkeypatch, leak_sc
     portal.inject_fault("*", "raw", count=1, status=502, body="<html>502 Bad Gateway</html>")
     assert _operator_call(conn_id) == [PARAMS["MESSAGE_ID"]]
     assert portal.stats()["by_status"] == {"502": 1, "200": 1}
+
+
+@pytest.mark.parametrize("answer", sorted(ODD_ANSWERS))
+def test_odd_numbers_in_an_answer_are_tolerated_and_never_believed(portal, monkeypatch, answer):
+    conn_id = webhook_conn(monkeypatch, portal, "rel_odd_answer", timeout=TIMEOUT, max_retries=RETRIES)
+    portal.inject_fault("*", "raw", count=1, status=200, body=ODD_ANSWERS[answer], content_type="application/json")
+    hook = Bitrix24Hook(bitrix24_conn_id=conn_id)
+    envelope = hook.client.run(hook.client.engine.call_flow(METHOD, PARAMS))
+    assert envelope.result is True
+    assert (envelope.next, envelope.total) == (None, None)
+    limiter = hook.client.engine.limiter
+    assert limiter.blocked_until(METHOD) is None
+    assert limiter.unblocks_at(METHOD) is None
+    assert limiter.operating(METHOD) in (0.0, 900.0)
+    # The next call goes out at once: no absurd block or wait was taken from the answer.
+    started = time.monotonic()
+    assert hook.call(METHOD, PARAMS) is True
+    assert time.monotonic() - started < BOUND
+
+
+@pytest.fixture
+def trickle_server() -> Iterator[int]:
+    """A server that answers headers at once, then a JSON body one byte every 0.1 s (a slow proxy, or worse)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve(conn: socket.socket) -> None:
+        try:
+            conn.recv(65536)
+            body = b'{"result": true, "time": {}}' + b" " * 10_000
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            )
+            for byte in body:
+                if stop.wait(0.1):
+                    return
+                conn.sendall(bytes([byte]))
+        except OSError:
+            return
+        finally:
+            conn.close()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield listener.getsockname()[1]
+    stop.set()
+    listener.close()
+
+
+@pytest.mark.parametrize("caller", ["hook", "async"])
+def test_timeout_bounds_the_whole_answer_when_the_body_trickles(monkeypatch, leak_scan, trickle_server, caller):
+    """Every read gets a byte within the timeout, but the whole body would take 17 minutes: cut at the deadline."""
+    call, expected = CALLERS[caller]
+    host = f"http://127.0.0.1:{trickle_server}/rest/1/{CODE}/"
+    set_conn(
+        monkeypatch,
+        "rel_trickle",
+        {"conn_type": "bitrix24", "host": host, "extra": {"timeout": TIMEOUT, "max_retries": RETRIES}},
+    )
+    started = time.monotonic()
+    with pytest.raises(expected) as info:
+        call("rel_trickle")
+    _check(info.value, "TIMEOUT", time.monotonic() - started, leak_scan, f"trickling body via {caller}")
