@@ -73,6 +73,8 @@ CLOUD_DOMAINS: Final = (
 #: Longest error code and description kept from an answer (a hostile portal could send megabytes).
 _MAX_CODE: Final = 100
 _MAX_DESCRIPTION: Final = 1000
+#: While a method is blocked, how often the wait looks for an announced end (local memory only, no request).
+_BLOCK_CHECK: Final = 1.0
 #: A list's ``next`` never moves further than this past the current page's start (pages hold 50 rows).
 _MAX_PAGE_STEP: Final = 1000
 
@@ -603,13 +605,23 @@ class Engine:
             return envelope
 
     def _wait_block(self, method: str, until: float, waited: float) -> Generator[Action, Any, float]:
-        """Sleep until a blocked method unblocks, if that fits the retry budget; return the seconds slept."""
+        """
+        Sleep until a blocked method unblocks, if that fits the retry budget; return the seconds slept. The sleep
+        is cut short when an answer (of another request of this process) announces an earlier end.
+        """
         pause = max(0.0, until - time.time()) + 0.5
         if waited + pause > self.retry_policy.max_total_wait:
             raise self.blocked_error(method, until)
         self.log.info("Bitrix24 %s is over its operating-time budget; waiting %.1f s", method, pause)
-        yield Sleep(pause)
-        return pause
+        slept = 0.0
+        while slept < pause:
+            step = min(_BLOCK_CHECK, pause - slept)
+            yield Sleep(step)
+            slept += step
+            announced = self.limiter.unblocks_at(method)
+            if announced is not None:
+                pause = min(pause, slept + max(0.0, announced - time.time()) + 0.5)
+        return slept
 
     def blocked_error(self, method: str, unblocks: float | None) -> Bitrix24OperationTimeLimitError:
         """The retryable error for a method blocked by the operating-time limit longer than the retry budget."""
@@ -661,7 +673,12 @@ class Engine:
         totals = _section(body.get("result_total"))
         nexts = _section(body.get("result_next"))
         times = _section(body.get("result_time"))
-        outer_reset = as_seconds(envelope.time.get("operating_reset_at"))
+        outer_operating = as_seconds(envelope.time.get("operating"))
+        outer_block = (
+            as_seconds(envelope.time.get("operating_reset_at"))
+            if outer_operating is not None and outer_operating > OPERATING_LIMIT
+            else None
+        )
         out: dict[str, BatchItem] = {}
         blocks: list[Report] = []
         halted = False
@@ -678,9 +695,12 @@ class Engine:
                     unblocks_at=self.limiter.unblocks_at(method),
                 )
                 if isinstance(err, Bitrix24OperationTimeLimitError):
+                    # When does the command's method unblock: its own timing if the answer has it, else what the
+                    # method's earlier answers said, else the outer block when it is over the limit itself (portals
+                    # that bill a batch per command report the busiest method there), else look again in 10 s.
                     own = times.get(key)
                     reset = as_seconds(own.get("operating_reset_at")) if isinstance(own, Mapping) else None
-                    until = reset or err.unblocks_at or outer_reset or time.time() + UNKNOWN_BLOCK
+                    until = reset or err.unblocks_at or outer_block or time.time() + UNKNOWN_BLOCK
                     err.unblocks_at = until
                     blocks.append(Report("blocked", method, until))
                 out[key] = BatchItem(key, method, error=err)

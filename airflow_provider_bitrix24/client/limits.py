@@ -128,14 +128,20 @@ class _MethodUsage:
 
 
 class OperatingTracker:
-    """Per-method record of the portal's accumulated operating time, and of blocked methods, for one credential."""
+    """
+    Per-method record of the portal's accumulated operating time, and of blocked methods, for one credential.
+
+    A block is *announced* when the portal's own answers gave its end (an operating time over the limit with its
+    ``operating_reset_at``), or *assumed* (a refusal without a time block, or another process's report): an
+    announced end replaces an assumed one, even an earlier one.
+    """
 
     def __init__(self, limit: float = OPERATING_LIMIT, clock: Callable[[], float] = time.time) -> None:
         self.limit = limit
         self._clock = clock
         self._lock = threading.Lock()
         self._usage: dict[str, _MethodUsage] = {}
-        self._blocked: dict[str, float] = {}
+        self._blocked: dict[str, tuple[float, bool]] = {}
 
     def _sane_reset(self, value: Any) -> float | None:
         """A reset time as reported, unless it lies further ahead than the portal's window (a broken answer)."""
@@ -143,6 +149,11 @@ class OperatingTracker:
         if reset_at is None or reset_at > self._clock() + OPERATING_WINDOW + 60.0:
             return None
         return reset_at
+
+    def _set_block(self, key: str, until: float, announced: bool) -> None:
+        current = self._blocked.get(key)
+        if current is None or (announced and not current[1]) or (announced == current[1] and until > current[0]):
+            self._blocked[key] = (until, announced)
 
     def record(self, method: str, time_block: Mapping[str, Any] | None) -> float | None:
         """
@@ -161,38 +172,38 @@ class OperatingTracker:
         with self._lock:
             self._usage[key] = _MethodUsage(operating=operating, reset_at=reset_at)
             if operating > self.limit and reset_at is not None:
-                self._blocked[key] = max(self._blocked.get(key, 0.0), reset_at)
+                self._set_block(key, reset_at, announced=True)
         return operating
 
     def block(self, method: str, until: float) -> None:
-        """Remember that ``method`` is refused until ``until`` (Unix time)."""
-        key = method.lower()
+        """Assume that ``method`` is refused until ``until`` (Unix time)."""
         with self._lock:
-            self._blocked[key] = max(self._blocked.get(key, 0.0), until)
+            self._set_block(method.lower(), until, announced=False)
 
     def unblocks_at(self, method: str) -> float | None:
-        """When a blocked method is expected to be callable again: the known block, else its oldest bucket's expiry."""
+        """When a blocked method will be callable again, as far as the portal's answers said; never a guess."""
         key = method.lower()
+        now = self._clock()
         with self._lock:
             blocked = self._blocked.get(key)
-            if blocked is not None and blocked > self._clock():
-                return blocked
+            if blocked is not None and blocked[1] and blocked[0] > now:
+                return blocked[0]
             usage = self._usage.get(key)
-            if usage is None or usage.reset_at is None or usage.reset_at <= self._clock():
+            if usage is None or usage.reset_at is None or usage.reset_at <= now:
                 return None
             return usage.reset_at
 
     def blocked_until(self, method: str) -> float | None:
-        """Unix time until which ``method`` is known to be refused, or ``None`` when it is not."""
+        """Unix time until which ``method`` is known or assumed to be refused, or ``None`` when it is not."""
         key = method.lower()
         with self._lock:
-            until = self._blocked.get(key)
-            if until is None:
+            blocked = self._blocked.get(key)
+            if blocked is None:
                 return None
-            if until <= self._clock():
+            if blocked[0] <= self._clock():
                 del self._blocked[key]
                 return None
-            return until
+            return blocked[0]
 
     def last_reported(self, method: str) -> tuple[float, float | None] | None:
         """The last ``(operating, operating_reset_at)`` the portal reported for ``method``, if any."""

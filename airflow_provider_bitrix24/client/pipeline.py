@@ -266,13 +266,27 @@ class BatchRun:
             self.engine.log.warning(
                 "Bitrix24 batch: %d command(s) failed transiently; sending them again in %.1f s", len(retry), delay
             )
-            for start in range(0, len(retry), BATCH_LIMIT):
-                again = Job(retry[start : start + BATCH_LIMIT], attempt=job.attempt + 1)
-                self._queue.append(_Pending(again, self._clock() + delay))
+            self._requeue(retry, job.attempt + 1, self._clock() + delay)
         if self.on_progress is not None:
             items = [self._results[key] for key, _ in job.entries if key in self._results]
             ok = sum(1 for item in self._results.values() if item.ok)
             self.on_progress(Progress(len(self._results), len(self.entries), ok, len(self._results) - ok, items))
+
+    def _requeue(self, entries: list[tuple[str, Command]], attempt: int, not_before: float) -> None:
+        """Queue commands to send again, filling retries of other requests due about as soon (fewer requests)."""
+        for pending in self._queue:
+            if not entries:
+                return
+            job = pending.job
+            room = BATCH_LIMIT - len(job.entries)
+            if job.single or job.attempt == 0 or room <= 0 or abs(pending.not_before - not_before) > 1.0:
+                continue
+            job.entries.extend(entries[:room])
+            job.attempt = max(job.attempt, attempt)
+            pending.not_before = max(pending.not_before, not_before)
+            entries = entries[room:]
+        for start in range(0, len(entries), BATCH_LIMIT):
+            self._queue.append(_Pending(Job(entries[start : start + BATCH_LIMIT], attempt=attempt), not_before))
 
     def results(self) -> list[BatchItem]:
         """One item per command, in input order; commands never sent carry ``NOT_EXECUTED``."""

@@ -57,6 +57,9 @@ def redis_limiter(config: PortalConfig, conn: Any, conn_id: str) -> RedisLimiter
     """
     import redis
     import redis.asyncio
+    import redis.asyncio.retry
+    import redis.retry
+    from redis.backoff import NoBackoff
 
     from airflow_provider_bitrix24.client.limits import credential_key
     from airflow_provider_bitrix24.client.limits_redis import RedisLimiter
@@ -69,8 +72,9 @@ def redis_limiter(config: PortalConfig, conn: Any, conn_id: str) -> RedisLimiter
         if limiter is None:
             limiter = _limiters[key] = RedisLimiter(
                 config,
-                sync_client=lambda: redis.Redis(**kwargs),
-                async_client=lambda: redis.asyncio.Redis(**kwargs),
+                # No retries inside redis-py: an unreachable Redis must fall back at once, not after back-offs.
+                sync_client=lambda: redis.Redis(**kwargs, retry=redis.retry.Retry(NoBackoff(), 0)),
+                async_client=lambda: redis.asyncio.Redis(**kwargs, retry=redis.asyncio.retry.Retry(NoBackoff(), 0)),
                 where=f"{kwargs['host']}:{kwargs['port']} ({conn_id})",
             )
         return limiter

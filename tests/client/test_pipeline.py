@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 
 import pytest
@@ -129,3 +130,49 @@ def test_window_halves_once_per_burst_of_refusals():
         window.on_overload(seconds=1.0)
     assert window.size == 16
     assert window.shrinks == 1
+
+
+def test_commands_blocked_inside_a_batch_are_sent_again_after_the_reset_not_before(sandbox):
+    """
+    Portals that bill the commands of a batch (2022-2023) refuse the commands over a method's operating budget in
+    ``result_error``; the client sends them again after the method's reset, merged into full requests, and every
+    message is saved once.
+    """
+    sandbox.configure(
+        operating_limit=1.0,
+        operating_window=4.0,
+        operating_bucket=1.0,
+        operating_cost={SAVE: 0.02},
+        batch_billing="command",
+        quick_save_race=True,
+        race_window=0.001,
+    )
+    ids = BULK[:150]
+    with _client(sandbox) as client:
+        items = client.batch(_saves(ids))
+    assert all(item.ok for item in items), [i.error for i in items if i.error][:3]
+    per_message = Counter(a["message_id"] for a in sandbox.quick_answers())
+    assert {per_message[m] for m in ids} == {1}
+    stats = sandbox.stats()
+    assert stats["batch_errors"].get("OPERATION_TIME_LIMIT", 0) >= 50  # the block really happened
+    # About 50 commands fit each window: 3 requests, then 2 with the 100 refused, then 1 with the last 50.
+    assert stats["by_method"]["batch"] <= 6
+
+
+def test_a_batch_refused_for_its_budget_waits_for_the_reset_the_answers_announced(sandbox):
+    """
+    Portals that bill a batch as ``batch`` (2026) refuse the next batch with 429 and no time block; the earlier
+    answers announced the method's reset, so the client waits exactly for it (not a guessed 10 s) and finishes.
+    """
+    sandbox.configure(operating_limit=1.0, operating_window=3.0, operating_bucket=1.0, operating_cost={"batch": 0.6})
+    started = time.monotonic()
+    with _client(sandbox) as client:
+        items = client.batch(_saves(BULK[:150]))  # three batches at once: 1.8 s of a 1.0 s budget
+    elapsed = time.monotonic() - started
+    assert all(item.ok for item in items)
+    stats = sandbox.stats()
+    refused = stats["errors"].get("OPERATION_TIME_LIMIT", 0)
+    # The requests that arrived after the crossing one finished are refused (the portal checks before a call) ...
+    assert refused in (1, 2), stats
+    assert stats["by_method"]["batch"] == 3 + refused  # ... and sent once more after the reset, not hammered
+    assert elapsed < 9.0  # the announced reset (within 3 s), not the 10 s kept for an unknown one

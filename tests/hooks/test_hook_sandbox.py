@@ -266,7 +266,7 @@ def test_burst_from_one_process_draws_no_query_limit_exceeded(sandbox, webhook_c
         del os.environ["AIRFLOW_CONN_B24_PACED"]
 
 
-def test_oauth_expired_token_is_refreshed_once_and_rotated(sandbox, monkeypatch):
+def test_oauth_expired_token_is_refreshed_once_and_rotated(sandbox, monkeypatch, airflow_db):
     tokens = sandbox.issue_oauth_tokens(expired=True)
     set_conn(monkeypatch, "b24_oauth", oauth_connection(sandbox, tokens))
     hook = Bitrix24Hook(bitrix24_conn_id="b24_oauth")

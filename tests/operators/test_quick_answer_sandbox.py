@@ -135,7 +135,7 @@ def test_transient_errors_beyond_the_budget_leave_it_to_airflow_retries(sandbox,
 
 def test_transient_errors_inside_a_batch_are_retried_per_command(sandbox, webhook_conn):
     sandbox.inject_fault(
-        "imopenlines.message.quick.save", "error", count=5, error="OPERATION_TIME_LIMIT", in_batch=True
+        "imopenlines.message.quick.save", "error", count=5, error="INTERNAL_SERVER_ERROR", in_batch=True
     )
     ids = BULK[:80]
     assert _run(chat_id=SEED.bulk_chat_id, message_id=ids) == ids

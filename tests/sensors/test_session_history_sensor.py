@@ -260,7 +260,6 @@ def test_transient_errors_in_the_trigger_only_delay_the_next_poll(sandbox, monke
     conn_id = _fast_conn(monkeypatch, sandbox, max_retries=0)
     after = _last_id(sandbox)
     sandbox.inject_fault("batch", "error", count=2, error="INTERNAL_SERVER_ERROR", status=500)
-    sandbox.inject_fault(HISTORY, "error", count=2, error="OPERATION_TIME_LIMIT", in_batch=True)
     expected = sandbox.add_message(SESSION, OPERATOR, "Sorry for the wait", delay=0.5)
     trigger = SessionHistoryTrigger(
         bitrix24_conn_id=conn_id, session_id=SESSION, after_message_id=after, authors=["operator"], poll_interval=0.2
@@ -270,7 +269,27 @@ def test_transient_errors_in_the_trigger_only_delay_the_next_poll(sandbox, monke
     assert [m["id"] for m in event["messages"]] == [expected]
     stats = sandbox.stats()
     assert stats["errors"].get("INTERNAL_SERVER_ERROR") == 2
-    assert stats["batch_errors"].get("OPERATION_TIME_LIMIT") == 2
+
+
+def test_a_blocked_history_method_is_not_polled_until_it_unblocks(sandbox, monkeypatch):
+    """OPERATION_TIME_LIMIT without a reset time: the wait holds the method 10 s instead of polling every 0.2 s."""
+    conn_id = _fast_conn(monkeypatch, sandbox, max_retries=0)
+    after = _last_id(sandbox)
+    sandbox.inject_fault(HISTORY, "error", count=1, error="OPERATION_TIME_LIMIT", in_batch=True)
+    expected = sandbox.add_message(SESSION, OPERATOR, "Back from the limit", delay=0.5)
+    trigger = SessionHistoryTrigger(
+        bitrix24_conn_id=conn_id, session_id=SESSION, after_message_id=after, authors=["operator"], poll_interval=0.2
+    )
+    started = time.monotonic()
+    event = asyncio.run(_first_event(trigger, timeout=40))
+    elapsed = time.monotonic() - started
+    assert event["status"] == "success", event
+    assert [m["id"] for m in event["messages"]] == [expected]
+    stats = sandbox.stats()
+    assert stats["batch_errors"].get("OPERATION_TIME_LIMIT") == 1
+    assert elapsed >= 10.0
+    # One refused poll, then nothing until the method unblocks (polling every 0.2 s would have sent ~50).
+    assert stats["by_method"]["batch"] <= 3
 
 
 def test_soft_fail_skips_on_a_permanent_error(sandbox, webhook_conn):
