@@ -147,8 +147,8 @@ def _payload_int(value: Any, what: str) -> int | None:
         return None
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
-    elif isinstance(value, str) and _ASCII_DIGITS.fullmatch(value) and len(value) <= 2 * len(str(MAX_ID)):
-        number = int(value)
+    elif isinstance(value, str) and _ASCII_DIGITS.fullmatch(value):
+        number = int(value) if len(value.lstrip("0")) <= len(str(MAX_ID)) else MAX_ID + 1
     else:
         raise HistoryPayloadError(f"{what} {show(value)} is not a plain integer")
     if not 0 <= number <= MAX_ID:
