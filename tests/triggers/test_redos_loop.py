@@ -179,12 +179,15 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=1, help="crafted messages in the evil wait's session")
     parser.add_argument("--duration", type=float, default=3.0)
     args = parser.parse_args()
-    os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="bitrix24-redos-"))
     os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost,::1"
 
     from airflow_provider_bitrix24.sandbox import SandboxConfig, SandboxPortal
 
-    with SandboxPortal(SandboxConfig.preset("unlimited")) as portal:
+    with (
+        tempfile.TemporaryDirectory(prefix="bitrix24-redos-") as home,
+        SandboxPortal(SandboxConfig.preset("unlimited")) as portal,
+    ):
+        os.environ.setdefault("AIRFLOW_HOME", home)
         os.environ["AIRFLOW_CONN_BITRIX24_REDOS"] = portal.airflow_conn_json("webhook")
         texts = [crafted(args.length)] * args.messages
         outcome = asyncio.run(
