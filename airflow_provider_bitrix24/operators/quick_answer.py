@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSkipException, BaseOperator
 
+from airflow_provider_bitrix24.history import show
 from airflow_provider_bitrix24.validation import positive_int
 
 if TYPE_CHECKING:
@@ -28,14 +29,15 @@ def message_ids(value: Any) -> list[int]:
     """
     Normalise ``message_id`` into a list of ids, in input order, without duplicates.
 
-    Each item may be an int, a numeric string, or a message dict with an ``"id"`` key (what
-    ``SessionHistorySensor`` pushes to XCom). A string holding a list (a rendered template) is parsed.
+    Each item may be an int, a string of ASCII digits, or a message dict with an ``"id"`` key (what
+    ``SessionHistorySensor`` pushes to XCom). A string holding a list (a rendered template) is parsed. Items are
+    checked like ``chat_id`` (see :func:`~airflow_provider_bitrix24.validation.positive_int`).
     """
     if isinstance(value, str) and value.strip().startswith(("[", "(")):
         try:
             value = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            raise AirflowFailException(f"message_id: {value!r} looks like a list but cannot be parsed") from None
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            raise AirflowFailException(f"message_id: {show(value)} looks like a list but cannot be parsed") from None
     items = list(value) if isinstance(value, list | tuple) else [value]
     ids: list[int] = []
     seen: set[int] = set()
@@ -43,7 +45,8 @@ def message_ids(value: Any) -> list[int]:
         name = f"message_id[{position}]" if isinstance(value, list | tuple) else "message_id"
         if isinstance(item, dict):
             if "id" not in item:
-                raise AirflowFailException(f"{name}: a message dict needs an 'id' key, got keys {sorted(item)}")
+                keys = sorted(str(key) for key in item)
+                raise AirflowFailException(f"{name}: a message dict needs an 'id' key, got keys {show(keys)}")
             item, name = item["id"], f"{name}['id']"
         number = positive_int(item, name)
         if number not in seen:

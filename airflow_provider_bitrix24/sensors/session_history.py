@@ -20,8 +20,9 @@ from airflow_provider_bitrix24.history import (
     METHOD,
     HistoryArgumentError,
     HistoryFilter,
-    extract_messages,
+    HistoryMatcher,
     history_query,
+    unreadable_answer,
 )
 from airflow_provider_bitrix24.validation import positive_int
 
@@ -36,13 +37,29 @@ def _unset(value: Any) -> bool:
 
 
 class SessionHistorySensor(BaseSensorOperator):
-    """
+    r"""
     Wait until an open-line session holds the messages you care about (``imopenlines.session.history.get``).
 
     Messages are filtered by id (``after_message_id``), author type and a regular expression on the text; the
     sensor succeeds once at least ``min_messages`` of them are in the session, and pushes them to XCom, ascending
     by id, as ``{"id", "chat_id", "session_id", "author_id", "author_type", "date", "text"}`` dicts, ready for
-    ``SaveQuickAnswerOperator(message_id=sensor.output)``.
+    ``SaveQuickAnswerOperator(message_id=sensor.output)``. Each message is read once per wait (per task try in
+    poke mode): later polls only look at the messages that are new.
+
+    ``text_pattern`` is a regular expression in `RE2 syntax <https://github.com/google/re2/wiki/Syntax>`_, matched
+    by RE2 in time linear in the text, so that no customer message can make a poll hang (as ``(a+)+$`` does with
+    Python's ``re``). It is searched (like ``re.search``) in each message's text (BB-code, e.g. ``[b]...[/b]``),
+    in its first 20,000 characters; a pattern of more than 1,000 RE2 instructions is searched in fewer (20,000,000
+    divided by its size; ``[\p{L}\p{N}_]+`` has 1,348), so that no search takes more than a few tens of
+    milliseconds, and one of more than 20,000 instructions is refused. Most of Python's syntax works: classes,
+    ``\d``, ``\s``, ``\b``, anchors, lazy quantifiers such as ``*?``, ``{n,m}`` (up to 1000), groups,
+    ``(?P<name>...)``, ``(?:...)``, the flags ``(?i)``, ``(?m)`` and ``(?s)``, and Unicode classes such as
+    ``\p{L}`` or ``\p{Cyrillic}``. Differences from Python: ``\w``, ``\d``, ``\s`` and ``\b`` are ASCII-only
+    (write ``[\p{L}\p{N}_]`` for any letter or digit), ``$`` without ``(?m)`` matches only at the very end (there
+    is no ``\Z``; use ``\z``), and there are no backreferences (``\1``), lookahead or lookbehind (``(?=``,
+    ``(?!``, ``(?<=``, ``(?<!``), atomic groups, possessive quantifiers, conditionals, ``(?x)`` or ``(?#...)``.
+    Such a pattern (or one too large) fails the task before any request, in every mode, with an error naming
+    ``text_pattern``.
 
     Permanent errors (no access to the session, unknown session, bad credential, missing scope) fail the task at
     once, without retries; transient errors (rate limit, portal or network hiccups) count as "not yet" and are
@@ -58,8 +75,8 @@ class SessionHistorySensor(BaseSensorOperator):
     :param after_message_id: Only messages with a greater id count. (templated)
     :param author: Whose messages count: ``"any"``, ``"client"``, ``"operator"``, ``"bot"``, ``"system"``, or a
         list of these.
-    :param text_pattern: A regular expression searched in the message text (BB-code); a bad pattern fails the
-        task before any request. (templated)
+    :param text_pattern: A regular expression in RE2 syntax (see above) searched in the message text (BB-code);
+        a bad pattern fails the task before any request. (templated)
     :param min_messages: How many matching messages end the wait.
     :param deferrable: Wait in the triggerer instead of a worker slot; the trigger polls every ``poke_interval``
         seconds (``exponential_backoff`` applies to poke and reschedule modes only).
@@ -92,6 +109,7 @@ class SessionHistorySensor(BaseSensorOperator):
         self.min_messages = min_messages
         self.deferrable = deferrable
         self.bitrix24_conn_id = bitrix24_conn_id
+        self._matcher: HistoryMatcher | None = None
 
     @cached_property
     def hook(self) -> Bitrix24Hook:
@@ -137,6 +155,7 @@ class SessionHistorySensor(BaseSensorOperator):
             self._fail(exc)
         where = f"session {session_id}" if session_id is not None else f"the latest session of chat {chat_id}"
         self.log.info("Waiting for %s in %s", history_filter.describe(), where)
+        self._matcher = HistoryMatcher(history_filter)  # one per task try: each poke reads only new messages
         if not self.deferrable:
             return super().execute(context)
         try:
@@ -175,12 +194,23 @@ class SessionHistorySensor(BaseSensorOperator):
                 self.log.warning("Could not read the session history this time (%s); will try again", err)
                 return PokeReturnValue(False)
             raise to_airflow(err) from None
-        records = extract_messages(result)
-        matches = history_filter.match(records)
+        matcher = self._matcher
+        if matcher is None or matcher.filter is not history_filter:
+            matcher = self._matcher = HistoryMatcher(history_filter)
+        read_before = matcher.seen
+        try:
+            matches = matcher.feed(result)
+        except Exception as exc:
+            where = f"session {session_id}" if session_id is not None else f"chat {chat_id}"
+            failure = unreadable_answer(exc, where)
+            if failure.retryable:
+                self.log.warning("Could not read the session history this time (%s); will try again", failure)
+                return PokeReturnValue(False)
+            raise to_airflow(failure) from None
         self.log.info(
-            "Session %s: %d message(s), %d matching, %d needed",
-            records[0]["session_id"] if records else session_id,
-            len(records),
+            "Session %s: %d new message(s), %d matching so far, %d needed",
+            session_id if session_id is not None else f"of chat {chat_id}",
+            matcher.seen - read_before,
             len(matches),
             history_filter.min_messages,
         )

@@ -11,6 +11,8 @@ Outcomes, per subscription:
 
 * enough matching messages: the wait resolves with them;
 * a permanent error of its command (``ACCESS_DENIED``, ``INVALID_SESSION_ID``...): the wait resolves with it;
+* an answer of its command that cannot be read (an id like ``"²"``, a text that is not text): the wait resolves
+  with an ``INVALID_RESPONSE`` error, the other waits of the batch carry on;
 * a permanent error of the whole request (bad credential, missing scope): every wait of the poller resolves with
   it, since they share the credential;
 * anything transient: logged, and polled again after its interval.
@@ -31,7 +33,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from airflow_provider_bitrix24.client.pipeline import AdaptiveWindow
-from airflow_provider_bitrix24.history import METHOD, HistoryFilter, extract_messages
+from airflow_provider_bitrix24.history import (
+    MATCH_SECONDS,
+    METHOD,
+    HistoryFilter,
+    HistoryMatcher,
+    unreadable_answer,
+)
 
 if TYPE_CHECKING:
     from airflow_provider_bitrix24.client.aio import AsyncBitrix24Client
@@ -65,6 +73,8 @@ class Subscription:
     due: float
     seq: int
     polls: int = 0
+    #: What the wait has read so far, made on its first answer.
+    matcher: HistoryMatcher | None = None
 
     @property
     def active(self) -> bool:
@@ -274,7 +284,18 @@ class SessionPoller:
             else:
                 subscription.future.set_exception(item.error)
             return
-        matches = subscription.filter.match(extract_messages(item.result))
+        if subscription.matcher is None:
+            subscription.matcher = HistoryMatcher(subscription.filter)
+        try:
+            # Only the messages this wait has not read yet, and for a bounded time: the loop is shared.
+            matches = subscription.matcher.feed(item.result, deadline=time.perf_counter() + MATCH_SECONDS)
+        except Exception as exc:
+            # An answer that cannot be read ends this wait alone; the others of the batch carry on.
+            field, value = subscription.target
+            err = unreadable_answer(exc, f"{field}={value}")
+            log.warning("Bitrix24 history poll: %s; ending the wait on %s=%s", err, field, value)
+            subscription.future.set_exception(err)
+            return
         if subscription.filter.is_met(matches):
             subscription.future.set_result(matches)
         else:

@@ -7,6 +7,7 @@ import importlib
 import json
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -76,13 +77,27 @@ def _fast_conn(monkeypatch, sandbox, conn_id: str = "b24_fast", **extra) -> str:
 # --------------------------------------------------------------------------- waiting for a new message
 
 
+def _add_after_polls(sandbox, polls: int, author: int, text: str) -> list[int]:
+    """Add a message once the portal has answered ``polls`` more history calls, however slow the machine is."""
+    added: list[int] = []
+    start = _history_calls(sandbox)
+
+    def add() -> None:
+        deadline = time.monotonic() + 60
+        while _history_calls(sandbox) - start < polls and time.monotonic() < deadline:
+            time.sleep(0.01)
+        added.append(sandbox.add_message(SESSION, author, text))
+
+    threading.Thread(target=add, daemon=True).start()
+    return added
+
+
 def test_poke_mode_waits_for_a_message_that_appears_later(sandbox, webhook_conn):
     after = _last_id(sandbox)
-    sandbox.add_message(SESSION, CLIENT, "a client message does not count", delay=0.5)
-    expected = sandbox.add_message(SESSION, OPERATOR, "Try the Observers tab", delay=2)
-    started = time.monotonic()
+    _add_after_polls(sandbox, 1, CLIENT, "a client message does not count")
+    added = _add_after_polls(sandbox, 3, OPERATOR, "Try the Observers tab")
     result = _sensor(session_id=SESSION, after_message_id=after, author="operator").execute(context={})
-    elapsed = time.monotonic() - started
+    (expected,) = added
     assert [m["id"] for m in result] == [expected]
     assert result[0] == {
         "id": expected,
@@ -94,8 +109,7 @@ def test_poke_mode_waits_for_a_message_that_appears_later(sandbox, webhook_conn)
         "text": "Try the Observers tab",
     }
     datetime.fromisoformat(result[0]["date"])
-    assert elapsed >= 1.5  # it did wait
-    assert _history_calls(sandbox) >= 3  # and polled more than once
+    assert _history_calls(sandbox) >= 3  # it waited, polling more than once
 
 
 def test_reschedule_mode_waits_for_a_message_that_appears_later(sandbox, webhook_conn, airflow_db):
@@ -147,14 +161,12 @@ def test_deferrable_mode_waits_in_the_trigger_for_a_message_that_appears_later(s
         "poll_interval": 0.3,
     }
     polls_before = _history_calls(sandbox)
-    expected = sandbox.add_message(SESSION, OPERATOR, "Here is the answer", delay=1.5)
-    started = time.monotonic()
+    added = _add_after_polls(sandbox, 3, OPERATOR, "Here is the answer")
     event = asyncio.run(_first_event(_rebuild(trigger)))
-    assert time.monotonic() - started >= 1.0
-    assert _history_calls(sandbox) - polls_before >= 3
+    assert _history_calls(sandbox) - polls_before >= 3  # it waited, polling more than once
     assert event["status"] == "success"
     result = sensor.execute_complete(context={}, event=event)
-    assert [m["id"] for m in result] == [expected]
+    assert [m["id"] for m in result] == added
     assert result[0]["author_type"] == "operator"
 
 
@@ -309,13 +321,53 @@ def test_soft_fail_skips_on_a_permanent_error(sandbox, webhook_conn):
         ({"chat_id": "0"}, r"^chat_id: '0' is not a positive integer"),
         ({}, r"^session_id: session_id or chat_id is required"),
         ({"session_id": SESSION, "after_message_id": "x1"}, r"^after_message_id: 'x1' is not a message id"),
+        ({"session_id": SESSION, "text_pattern": r"(\w+)\s\1"}, r"^text_pattern: .* in RE2 syntax \(invalid escape"),
+        ({"session_id": SESSION, "text_pattern": r"(?<!not )paid"}, r"^text_pattern: .* in RE2 syntax \(invalid perl"),
+        ({"session_id": "\u0663\u0663\u0665"}, r"^session_id: '٣٣٥' is not a number: only the ASCII digits 0-9"),
+        ({"chat_id": "9" * 20}, r"^chat_id: '9{20}' is out of range: the portal accepts ids up to 9223372036854775807"),
+        ({"session_id": SESSION, "min_messages": "\u00b2"}, r"^min_messages: '²' is not a positive integer: it is no"),
     ],
 )
-@pytest.mark.parametrize("deferrable", [False, True])
-def test_bad_arguments_fail_before_any_request(sandbox, webhook_conn, kwargs, message, deferrable):
+@pytest.mark.parametrize("mode", ["poke", "reschedule", "deferrable"])
+def test_bad_arguments_fail_before_any_request(sandbox, webhook_conn, kwargs, message, mode):
+    sensor = _sensor(deferrable=mode == "deferrable", mode="reschedule" if mode == "reschedule" else "poke", **kwargs)
     with pytest.raises(AirflowFailException, match=message):
-        _sensor(deferrable=deferrable, **kwargs).execute(context={})
+        sensor.execute(context={})
     assert sandbox.stats()["requests"] == 0
+
+
+# --------------------------------------------------------------------------- incremental matching
+
+
+def test_each_poke_of_a_try_searches_only_the_new_messages(sandbox, webhook_conn):
+    after = _last_id(sandbox)
+    for number in range(30):
+        sandbox.add_message(SESSION, CLIENT, f"question {number}")
+    sensor = _sensor(session_id=SESSION, after_message_id=after, text_pattern=r"(?i)^refund", min_messages=2)
+    assert sensor.poke(context={}).is_done is False
+    matcher = sensor._matcher
+    older = matcher.seen - 30  # the session's messages up to ``after``: read, never searched
+    assert matcher.searches == 30
+    assert sensor.poke(context={}).is_done is False
+    assert (matcher.seen - older, matcher.searches) == (30, 30)  # nothing new: nothing searched
+    first = sandbox.add_message(SESSION, CLIENT, "Refund please")
+    assert sensor.poke(context={}).is_done is False
+    assert (matcher.seen - older, matcher.searches) == (31, 31)
+    second = sandbox.add_message(SESSION, CLIENT, "REFUND NOW")
+    done = sensor.poke(context={})
+    assert done.is_done is True
+    assert [m["id"] for m in done.xcom_value] == [first, second]
+    assert matcher.searches == 32
+
+
+def test_an_unreadable_answer_fails_the_poke_with_a_response_error(sandbox, webhook_conn, monkeypatch):
+    sensor = _sensor(session_id=SESSION)
+    answer = {"sessionId": 335, "message": {"1": {"id": "\u00b2", "senderid": "2", "text": "hi"}}}
+    monkeypatch.setattr(type(sensor.hook), "call", lambda self, method, params=None: answer)
+    with pytest.raises(
+        AirflowFailException, match=r"^INVALID_RESPONSE: the history of session 335 cannot be read: messa"
+    ):
+        sensor.execute(context={})
 
 
 # --------------------------------------------------------------------------- execute_complete
