@@ -70,7 +70,11 @@ class SessionHistorySensor(BaseSensorOperator):
         https://apidocs.bitrix24.com/api-reference/imopenlines/openlines/sessions/imopenlines-session-history-get.html
 
     :param session_id: The session to watch; wins over ``chat_id``. (templated)
-    :param chat_id: The open-line chat whose latest session is watched, when ``session_id`` is not given.
+    :param chat_id: The open-line chat whose latest session is watched, when ``session_id`` is not given: each
+        poll reads the session the portal calls latest, so a session opened during the wait is followed. Portals on
+        older imopenlines versions ignore ``CHAT_ID`` in ``imopenlines.session.history.get`` and answer
+        ``ACCESS_DENIED``, which fails the sensor at once; there, pass ``session_id`` (the sixth field of
+        ``imopenlines.dialog.get``'s ``entity_data_1``, which is ``0`` once the chat has no active session).
         (templated)
     :param after_message_id: Only messages with a greater id count. (templated)
     :param author: Whose messages count: ``"any"``, ``"client"``, ``"operator"``, ``"bot"``, ``"system"``, or a
