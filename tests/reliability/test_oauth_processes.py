@@ -71,19 +71,21 @@ class HookProcess:
             if line.startswith(PREFIX):
                 self._lines.put(json.loads(line[len(PREFIX) :]))
 
-    def _expect(self, event: str, timeout: float) -> dict[str, Any]:
+    def _expect(self, event: str, timeout: float, failure: type[Exception]) -> dict[str, Any]:
         try:
             line = self._lines.get(timeout=timeout)
         except queue.Empty:
-            raise AssertionError(
+            raise failure(
                 f"{self.name} sent no {event!r} within {timeout:g} s; its output ends with:\n"
                 + "".join(self.output[-40:])
             ) from None
-        assert line["event"] == event, line
+        if line["event"] != event:
+            raise RuntimeError(f"{self.name} sent {line} instead of {event!r}")
         return line
 
     def ready(self) -> None:
-        self._expect("ready", START_TIMEOUT)
+        # A child that cannot even start is a broken harness: RuntimeError, which the xfail markers do not swallow.
+        self._expect("ready", START_TIMEOUT, RuntimeError)
 
     def send(self, command: str) -> None:
         assert self.process.stdin is not None
@@ -91,7 +93,8 @@ class HookProcess:
         self.process.stdin.flush()
 
     def result(self) -> dict[str, Any]:
-        return self._expect("call", CALL_TIMEOUT)
+        # A call that never returns is the product's behaviour (a hang), so that one is an assertion.
+        return self._expect("call", CALL_TIMEOUT, AssertionError)
 
     def call(self) -> dict[str, Any]:
         self.send("call")

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
@@ -97,16 +98,19 @@ class Child:
                 self.other.append(line)
 
     def expect(self, event: str, timeout: float) -> dict[str, Any]:
+        """
+        The next ``event`` line. A child that crashed or stayed silent is a broken harness, not the behaviour under
+        test (a frozen loop still reports, through the watchdog): that raises ``RuntimeError``, which the xfail
+        marker does not swallow.
+        """
         end = time.monotonic() + timeout
         while True:
             try:
                 line = self.lines.get(timeout=max(0.0, end - time.monotonic()))
             except queue.Empty:
-                raise AssertionError(
-                    f"the triggerer child sent no {event!r} within {timeout:g} s{self.tail()}"
-                ) from None
+                raise RuntimeError(f"the triggerer child sent no {event!r} within {timeout:g} s{self.tail()}") from None
             if line.get("event") == "crashed":
-                raise AssertionError(f"the triggerer child crashed:\n{line['error']}")
+                raise RuntimeError(f"the triggerer child crashed:\n{line['error']}")
             if line.get("event") == event:
                 return line
 
@@ -233,6 +237,8 @@ def test_expired_token_mid_wait_refreshes_once_without_stalling_the_triggerer_lo
     if "stacks" in result:
         detail += "\nstacks of the frozen child:\n" + json.dumps(result["stacks"], indent=1)
 
+    if result.get("supervisor", {}).get("errors"):
+        raise RuntimeError(f"the stand-in supervisor could not answer: {result['supervisor']['errors']}")
     assert result["completed"], detail
     assert sorted(map(int, successes)) == list(range(1, TRIGGERS + 1)), detail
     for tid, event in events.items():
@@ -243,7 +249,6 @@ def test_expired_token_mid_wait_refreshes_once_without_stalling_the_triggerer_lo
     assert stall_after_expiry <= MAX_STALL, detail
     assert oauth_requests == 1, detail
     if HAS_SUPERVISOR_COMMS:
-        assert result["supervisor"]["errors"] == []
         raw = result["supervisor"]["variables"].get(variable)
     else:
         from airflow.models.variable import Variable
