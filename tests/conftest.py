@@ -27,6 +27,12 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(DAGS_FOLDER)
     os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
     os.environ.setdefault("AIRFLOW__CORE__TEST_CONNECTION", "Enabled")
+    # One Fernet key for this process and every child it starts, before anything imports Airflow: otherwise the
+    # first `airflow db migrate` writes a generated key that only the children read, and Variables they encrypt
+    # read back as ciphertext here (Airflow 2).
+    os.environ.setdefault(
+        "AIRFLOW__CORE__FERNET_KEY", "dGVzdC1vbmx5LWZlcm5ldC1rZXktbm90LXNlY3JldCE="
+    )  # test-only-fernet-key-not-secret!
     os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost,::1"
 
 

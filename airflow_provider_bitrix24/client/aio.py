@@ -207,7 +207,12 @@ class AsyncBitrix24Client:
             response = await self._fetch("GET", action.url, "oauth/token", params=action.params)
             return TokenAnswer(response.status, response.body)
         if isinstance(action, LoadTokens):
-            return await store.aload() if store is not None else None
+            if store is None:
+                return None
+            if action.previous:
+                previous = getattr(store, "aload_previous", None)
+                return await previous() if previous is not None else None
+            return await store.aload()
         if isinstance(action, SaveTokens):
             if store is not None:
                 try:

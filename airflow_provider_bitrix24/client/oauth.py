@@ -165,7 +165,12 @@ class TokenAnswer:
 
 @dataclass(frozen=True)
 class LoadTokens:
-    """Read the chain's stored pair; the answer is a :class:`TokenPair` or ``None``."""
+    """
+    Read the chain's stored pair; the answer is a :class:`TokenPair` or ``None``. ``previous``: read where an
+    earlier version of the store kept it instead (stores without such a place answer ``None``).
+    """
+
+    previous: bool = False
 
 
 @dataclass(frozen=True, repr=False)
@@ -269,24 +274,10 @@ class OAuthSession:
         except Bitrix24AuthError as err:
             if err.code != "invalid_grant":
                 raise
-            # Refresh tokens work once: another process may have used ours a moment ago. Wait for its pair.
-            waited = 0.0
-            while waited < RACE_WAIT:
-                yield Wait(RACE_POLL)
-                waited += RACE_POLL
-                if self.pair.refresh_token != spent.refresh_token:
-                    return  # another thread or task of this process got there
-                stored = yield LoadTokens()
-                if stored is not None and stored.refresh_token != spent.refresh_token:
-                    yield from self._adopt(stored)
-                    return
-            raise Bitrix24AuthError(
-                "invalid_grant",
-                f"{err.description or 'the refresh token is not valid'}; no newer pair appeared in the token store "
-                f"within {RACE_WAIT:g} s",
-                status=err.status,
-                method=TOKEN_METHOD,
-            ) from None
+            recovered = yield from self._after_invalid_grant(spent, err)
+            if recovered is None:
+                return  # another process's pair was adopted
+            fresh = recovered
         for secret in fresh.secrets():
             register_secret(secret)
         yield NewSecrets(fresh.secrets())
@@ -306,6 +297,39 @@ class OAuthSession:
         self.refresh_count += 1
         if failure is not None:
             raise failure
+
+    def _after_invalid_grant(
+        self, spent: TokenPair, err: Bitrix24AuthError
+    ) -> Generator[RefreshAction, Any, TokenPair | None]:
+        """
+        The refresh token was refused. Either the chain went on where an earlier version of the store kept it
+        (refresh with that pair), or another process used our token a moment ago (wait for its pair to be stored,
+        and adopt it: ``None``). Only when neither happens is the chain broken.
+        """
+        previous = yield LoadTokens(previous=True)
+        if previous is not None and previous.refresh_token != spent.refresh_token:
+            try:
+                return (yield from self._request(previous.refresh_token))
+            except Bitrix24AuthError as again:
+                if again.code != "invalid_grant":
+                    raise
+        waited = 0.0
+        while waited < RACE_WAIT:
+            yield Wait(RACE_POLL)
+            waited += RACE_POLL
+            if self.pair.refresh_token != spent.refresh_token:
+                return None  # another thread or task of this process got there
+            stored = yield LoadTokens()
+            if stored is not None and stored.refresh_token != spent.refresh_token:
+                yield from self._adopt(stored)
+                return None
+        raise Bitrix24AuthError(
+            "invalid_grant",
+            f"{err.description or 'the refresh token is not valid'}; no newer pair appeared in the token store "
+            f"within {RACE_WAIT:g} s",
+            status=err.status,
+            method=TOKEN_METHOD,
+        ) from None
 
     def _request(self, refresh_token: str) -> Generator[RefreshAction, Any, TokenPair]:
         creds = self.credentials

@@ -216,7 +216,12 @@ class Bitrix24Client:
             response = self.transport.fetch("GET", action.url, "oauth/token", params=action.params)
             return TokenAnswer(response.status, response.body)
         if isinstance(action, LoadTokens):
-            return store.load() if store is not None else None
+            if store is None:
+                return None
+            if action.previous:
+                previous = getattr(store, "load_previous", None)
+                return previous() if previous is not None else None
+            return store.load()
         if isinstance(action, SaveTokens):
             if store is not None:
                 try:

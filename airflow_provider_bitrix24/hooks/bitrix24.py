@@ -63,14 +63,15 @@ class VariableTokenStore:
     the metadata database's model.
 
     :param chain: The chain's id (:func:`~airflow_provider_bitrix24.client.oauth.chain_id`).
-    :param conn_id: Read ``bitrix24_oauth__<conn_id>`` (where earlier versions kept the pair) when the chain has
-        no Variable yet.
+    :param conn_id: The connection, named in errors; ``bitrix24_oauth__<conn_id>`` (where earlier versions kept the
+        pair) is tried when the chain's own refresh token is refused.
     """
 
     def __init__(self, chain: str, log: Any, conn_id: str | None = None) -> None:
         self.key = f"{TOKEN_VARIABLE_PREFIX}{chain}"
         self.legacy_key = f"{TOKEN_VARIABLE_PREFIX}{conn_id}" if conn_id else None
         self.log = log
+        self._where = f"Variable {self.key}" + (f" (the token chain of connection {conn_id})" if conn_id else "")
 
     def __repr__(self) -> str:
         return f"VariableTokenStore({self.key!r})"
@@ -88,9 +89,6 @@ class VariableTokenStore:
             classes.append(VariableModel)
         return classes
 
-    def _keys(self) -> list[str]:
-        return [self.key, self.legacy_key] if self.legacy_key else [self.key]
-
     def _parse(self, key: str, raw: Any) -> TokenPair | None:
         from airflow_provider_bitrix24.client.oauth import TokenPair
 
@@ -99,15 +97,21 @@ class VariableTokenStore:
             self.log.warning("Variable %s does not hold a Bitrix24 token pair; ignoring it", key)
         return pair
 
-    def load(self) -> TokenPair | None:
-        for key in self._keys():
-            for variable in self._variable_classes():
-                try:
-                    raw = variable.get(key)
-                except Exception:  # missing, or not reachable from this kind of process: try the next way
-                    continue
-                return self._parse(key, raw)
+    def _load(self, key: str) -> TokenPair | None:
+        for variable in self._variable_classes():
+            try:
+                raw = variable.get(key)
+            except Exception:  # missing, or not reachable from this kind of process: try the next way
+                continue
+            return self._parse(key, raw)
         return None
+
+    def load(self) -> TokenPair | None:
+        return self._load(self.key)
+
+    def load_previous(self) -> TokenPair | None:
+        """The pair earlier versions kept per connection; tried only when the chain's own refresh is refused."""
+        return self._load(self.legacy_key) if self.legacy_key else None
 
     def save(self, pair: TokenPair) -> None:
         from airflow_provider_bitrix24.client.oauth import token_store_error
@@ -120,19 +124,24 @@ class VariableTokenStore:
                 return
             except Exception as exc:
                 failure = exc
-        raise token_store_error(f"Variable {self.key}", failure)
+        raise token_store_error(self._where, failure)
 
-    async def aload(self) -> TokenPair | None:
+    async def _aload(self, key: str) -> TokenPair | None:
         comms = _supervisor_comms()
         if comms is None:
-            return await asyncio.to_thread(self.load)
+            return await asyncio.to_thread(self._load, key)
         from airflow.sdk.execution_time.comms import GetVariable, VariableResult
 
-        for key in self._keys():
-            answer = await comms.asend(GetVariable(key=key))
-            if isinstance(answer, VariableResult) and answer.value is not None:
-                return self._parse(key, answer.value)
+        answer = await comms.asend(GetVariable(key=key))
+        if isinstance(answer, VariableResult) and answer.value is not None:
+            return self._parse(key, answer.value)
         return None
+
+    async def aload(self) -> TokenPair | None:
+        return await self._aload(self.key)
+
+    async def aload_previous(self) -> TokenPair | None:
+        return await self._aload(self.legacy_key) if self.legacy_key else None
 
     async def asave(self, pair: TokenPair) -> None:
         comms = _supervisor_comms()
@@ -146,9 +155,9 @@ class VariableTokenStore:
         try:
             answer = await comms.asend(PutVariable(key=self.key, value=pair.to_json(), description=_DESCRIPTION))
         except Exception as exc:
-            raise token_store_error(f"Variable {self.key}", exc) from None
+            raise token_store_error(self._where, exc) from None
         if isinstance(answer, ErrorResponse):
-            raise token_store_error(f"Variable {self.key}", RuntimeError(str(answer.error)))
+            raise token_store_error(self._where, RuntimeError(str(answer.error)))
         self.log.info("Stored the rotated Bitrix24 OAuth tokens in Variable %s", self.key)
 
 

@@ -25,19 +25,39 @@ def test_store_round_trip(airflow_db):
     )
 
 
-def test_store_reads_the_variable_of_earlier_versions_until_the_chain_has_its_own(airflow_db):
+def test_an_upgrade_finds_the_chain_where_earlier_versions_kept_it(sandbox, monkeypatch, airflow_db):
+    """
+    Earlier versions kept the rotated pair in ``bitrix24_oauth__<conn_id>``; the connection still holds the pair
+    the chain started from, already spent. The first refresh is refused, the pair kept there is tried, and from
+    then on the chain lives in its own Variable.
+    """
+    import requests
     from airflow.models.variable import Variable
 
-    Variable.set("bitrix24_oauth__legacy_conn", TokenPair("access-legacy1", "refresh-legacy1").to_json())
-    store = VariableTokenStore("legacy_chain", logging.getLogger(__name__), conn_id="legacy_conn")
-    loaded = store.load()
-    assert loaded is not None
-    assert loaded.refresh_token == "refresh-legacy1"
-    store.save(TokenPair("access-new-001", "refresh-new-001"))
-    assert Variable.get("bitrix24_oauth__legacy_chain") is not None
-    reloaded = store.load()
-    assert reloaded is not None
-    assert reloaded.refresh_token == "refresh-new-001"
+    tokens = sandbox.issue_oauth_tokens(expired=True)
+    answer = requests.get(
+        sandbox.oauth_url,
+        params={
+            "grant_type": "refresh_token",
+            "client_id": sandbox.oauth_client_id,
+            "client_secret": sandbox.oauth_client_secret,
+            "refresh_token": tokens["refresh_token"],
+        },
+        timeout=10,
+    ).json()
+    kept = TokenPair(answer["access_token"], answer["refresh_token"], 1.0, 1.0)  # access expired long ago
+    Variable.set("bitrix24_oauth__b24_upgraded", kept.to_json())
+    sandbox.expire_access_tokens()
+    set_conn(monkeypatch, "b24_upgraded", oauth_connection(sandbox, tokens))
+
+    hook = Bitrix24Hook(bitrix24_conn_id="b24_upgraded")
+    assert hook.call("profile")["ID"]
+    store = _chain_store(hook)
+    assert store.load_previous() is not None
+    chained = store.load()
+    assert chained is not None
+    assert chained.refresh_token not in (tokens["refresh_token"], kept.refresh_token)
+    assert sandbox.stats()["errors"].get("invalid_grant", 0) == 1  # the spent token, once
 
 
 def _chain_store(hook: Bitrix24Hook) -> VariableTokenStore:

@@ -26,9 +26,10 @@ CANARIES = (CODE, LIMITED_CODE, CLIENT_SECRET, ACCESS, REFRESH)
 class LeakScan:
     """Texts a test run produced, and the secrets none of them may contain."""
 
-    secrets: set[str] = field(default_factory=lambda: set(CANARIES))
-    texts: list[tuple[str, str]] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    # Kept out of repr: pytest prints a failing test's arguments, and the scan would then report itself.
+    secrets: set[str] = field(default_factory=lambda: set(CANARIES), repr=False)
+    texts: list[tuple[str, str]] = field(default_factory=list, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, origin: str, text: Any) -> None:
         with self._lock:

@@ -157,18 +157,28 @@ def call_together(children: list[HookProcess]) -> list[dict[str, Any]]:
     return [child.result() for child in children]
 
 
-def stored_pair(conn_id: str) -> dict[str, Any] | None:
-    """The token pair the hook keeps in the metadata database (README: Variable ``bitrix24_oauth__<conn_id>``)."""
+def _variable(conn: dict[str, Any]) -> str:
+    """The Variable of a connection's token chain (README: ``bitrix24_oauth__<chain id>``)."""
+    from airflow_provider_bitrix24.client import OAuthCredentials, parse_connection
+    from airflow_provider_bitrix24.client.oauth import chain_id
+
+    config = parse_connection(host=conn["host"], extra=conn["extra"])
+    assert isinstance(config.auth, OAuthCredentials)
+    return f"bitrix24_oauth__{chain_id(config.portal_key, config.auth)}"
+
+
+def stored_pair(conn: dict[str, Any]) -> dict[str, Any] | None:
+    """The token pair the hook keeps in the metadata database for the connection's chain."""
     from airflow.models.variable import Variable
 
-    raw = Variable.get(f"bitrix24_oauth__{conn_id}", default_var=None)
+    raw = Variable.get(_variable(conn), default_var=None)
     return json.loads(raw) if raw else None
 
 
-def delete_stored_pair(conn_id: str) -> None:
+def delete_stored_pair(conn: dict[str, Any]) -> None:
     from airflow.models.variable import Variable
 
-    Variable.delete(f"bitrix24_oauth__{conn_id}")
+    Variable.delete(_variable(conn))
 
 
 def note_tokens(scan: Scan, *pairs: dict[str, Any] | None) -> None:
@@ -222,11 +232,12 @@ def test_two_processes_meeting_expired_token_together_both_succeed(
     portal: SandboxPortal, token_proxy: SlowProxy, scan: Scan, airflow_db: str
 ) -> None:
     conn_id = new_conn_id("pair")
-    env = child_env(**{conn_id: oauth_conn(portal, token_proxy, scan)})
+    conn = oauth_conn(portal, token_proxy, scan)
+    env = child_env(**{conn_id: conn})
     with processes(scan, conn_id, env, "process A", "process B", "process C") as (first, second, third):
         results = call_together([first, second])
         stats = portal.stats()
-        stored = stored_pair(conn_id)
+        stored = stored_pair(conn)
         note_tokens(scan, stored)
 
         assert failures(results) == []
@@ -242,7 +253,7 @@ def test_two_processes_meeting_expired_token_together_both_succeed(
     after = portal.stats()
     assert after["oauth_requests"] == stats["oauth_requests"] + 1
     assert after["errors"] == {"expired_token": 3}
-    note_tokens(scan, stored_pair(conn_id))
+    note_tokens(scan, stored_pair(conn))
 
 
 # -- (b) the rotated pair cannot be stored
@@ -260,13 +271,14 @@ def test_a_rotated_pair_that_cannot_be_stored_fails_the_call_loudly(
     portal: SandboxPortal, token_proxy: SlowProxy, scan: Scan, airflow_db: str
 ) -> None:
     conn_id = new_conn_id("nosave")
-    env = child_env(**{conn_id: oauth_conn(portal, token_proxy, scan)})
+    conn = oauth_conn(portal, token_proxy, scan)
+    env = child_env(**{conn_id: conn})
     with processes(scan, conn_id, env, "process W", options=("--fail-variable-writes",)) as (child,):
         result = child.call()
     stats = portal.stats()
 
     assert stats["oauth_requests"] >= 1  # the portal rotated the pair: the connection's refresh token is spent
-    assert stored_pair(conn_id) is None  # and it was not stored
+    assert stored_pair(conn) is None  # and it was not stored
     assert not result["ok"], "the call went on although the new refresh token was lost"
     message = result["error"]
     # Where the new refresh token is needed: the connection (whose id is also in the Variable's name).
@@ -323,7 +335,8 @@ def test_a_long_lived_process_follows_credentials_replaced_in_the_connection(
 ) -> None:
     conn_id = new_conn_id("replaced")
     path = tmp_path / "connections.json"
-    path.write_text(json.dumps({conn_id: oauth_conn(portal, token_proxy, scan)}))
+    conn = oauth_conn(portal, token_proxy, scan)
+    path.write_text(json.dumps({conn_id: conn}))
     # The connection comes from a secrets backend the administrator edits while the process runs.
     env = child_env()
     env["AIRFLOW__SECRETS__BACKEND"] = "airflow.secrets.local_filesystem.LocalFilesystemBackend"
@@ -331,13 +344,13 @@ def test_a_long_lived_process_follows_credentials_replaced_in_the_connection(
     with processes(scan, conn_id, env, "long-lived process") as (child,):
         first = child.call()
         assert first["ok"], failures([first])
-        rotated = stored_pair(conn_id)
+        rotated = stored_pair(conn)
         assert rotated is not None
         note_tokens(scan, rotated)
 
         _replace_credentials(portal, path, conn_id, scan)
         if not stale_variable:
-            delete_stored_pair(conn_id)
+            delete_stored_pair(conn)
         later = child.call()
 
     assert later["ok"], failures([later])
@@ -374,7 +387,7 @@ def test_with_redis_four_processes_meeting_expired_token_refresh_once(
         results = call_together(children)
     outputs = "".join(line for child in children for line in child.output)
     stats = portal.stats()
-    note_tokens(scan, stored_pair(conn_id))
+    note_tokens(scan, stored_pair(conn))
 
     assert redis_server.password not in outputs
     assert failures(results) == []
