@@ -14,6 +14,8 @@ TOKEN_FIELDS = {
 }  # fmt: skip
 #: Real tokens are 70 characters of lower-case letters and digits.
 REAL_TOKEN = re.compile(r"^[a-z0-9]{70}$")
+#: A real portal's member_id: 32 lower-case hex characters.
+REAL_MEMBER_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 def _refresh(http, portal, refresh_token, *, post=False, **overrides):
@@ -49,6 +51,7 @@ def test_refresh_answers_as_the_real_authorization_server(http, portal):
     assert before + 3599 <= tokens["expires"] <= time.time() + 3601
     assert REAL_TOKEN.match(tokens["access_token"])
     assert REAL_TOKEN.match(tokens["refresh_token"])
+    assert REAL_MEMBER_ID.match(tokens["member_id"])
     assert tokens["refresh_token"] != portal.oauth_refresh_token
     assert portal.oauth_client_secret not in response.text
     assert _profile(http, portal, tokens["access_token"]).status_code == 200
