@@ -11,7 +11,9 @@ A message's ``text`` is what the portal renders, not what was typed: ``[br]`` be
 
 ``entity_data_1`` carries the session id at index 5 only while the chat has an active session: once its latest
 session is closed (or it never had one) the field is ``0``, as real answers show. ``entity_data_2`` is ``""`` for a
-chat without a CRM link.
+chat without a CRM link. An open-line chat without an active session has no managers: the history's ``managerList``
+is ``null`` and ``dialog.get``'s ``manager_list`` is ``[]``, as in the real answers for such chats (2023 history,
+2020 dialog).
 """
 
 from __future__ import annotations
@@ -84,6 +86,14 @@ def php_map(items: dict[str, Any]) -> dict[str, Any] | list[Any]:
     if list(items) == [str(i) for i in range(len(items))]:
         return list(items.values())
     return items
+
+
+def in_session(state: PortalState, chat: Chat) -> bool:
+    """Whether an open-line chat's latest session is active (group chats count as always active)."""
+    if not chat.is_lines:
+        return True
+    session = state.latest_session(chat)
+    return session is not None and not session.closed
 
 
 def entity_data_1(state: PortalState, chat: Chat) -> str:
@@ -176,7 +186,7 @@ def history_chat_item(state: PortalState, chat: Chat, offset: int) -> dict[str, 
         "messageCount": len(chat.message_ids),
         "public": "",
         "muteList": {str(uid): False for uid in chat.member_ids},
-        "managerList": [chat.owner_id],
+        "managerList": [chat.owner_id] if in_session(state, chat) else None,
         "dateCreate": iso(chat.date_create, offset),
         "type": "lines" if chat.is_lines else "chat",
         "entityLink": {"type": chat.entity_type, "url": "", "id": chat.user_code},
@@ -265,7 +275,7 @@ def dialog_item(state: PortalState, chat: Chat, user_id: int, offset: int) -> di
         "permissions": {_snake(k): v for k, v in _PERMISSIONS.items()},
         "is_new": False,
         "readed_list": [],
-        "manager_list": [chat.owner_id],
+        "manager_list": [chat.owner_id] if in_session(state, chat) else [],
         "last_message_views": {"message_id": last_id, "first_viewers": [], "count_of_viewers": 0},
         "dialog_id": f"chat{chat.id}",
     }

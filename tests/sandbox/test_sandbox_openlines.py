@@ -217,6 +217,24 @@ def test_entity_data_name_no_session_once_the_chat_has_no_active_one(http, api, 
     assert api.ok("imopenlines.crm.chat.get", {"CRM_ENTITY_TYPE": "lead", "CRM_ENTITY": 1205}) == []
 
 
+def test_a_chat_without_an_active_session_has_no_managers(http, api, portal):
+    # As real answers for such chats: managerList null in the history (2023), manager_list [] in dialog.get (2020).
+    history = _history(api, SESSION_ID=SEED.whatsapp_session_id)
+    assert history["chat"][str(SEED.whatsapp_chat_id)]["managerList"] is None
+    assert api.ok("imopenlines.dialog.get", {"CHAT_ID": SEED.whatsapp_chat_id})["manager_list"] == []
+    assert api.ok("imopenlines.dialog.get", {"CHAT_ID": SEED.no_session_chat_id})["manager_list"] == []
+    # While a session is active the owner manages the chat; closing it takes that away.
+    active = _history(api, SESSION_ID=SEED.support_session_id)["chat"][str(SEED.support_chat_id)]
+    assert active["managerList"] == [1]
+    assert api.ok("imopenlines.dialog.get", {"CHAT_ID": SEED.support_chat_id})["manager_list"] == [1]
+    http.post(portal.base_url + "/_sandbox/sessions/close", json={"session_id": SEED.support_latest_session_id})
+    closed = _history(api, SESSION_ID=SEED.support_session_id)["chat"][str(SEED.support_chat_id)]
+    assert closed["managerList"] is None
+    assert api.ok("imopenlines.dialog.get", {"CHAT_ID": SEED.support_chat_id})["manager_list"] == []
+    # A group chat is no open line: its owner manages it.
+    assert api.ok("imopenlines.dialog.get", {"CHAT_ID": SEED.group_chat_id})["manager_list"] == [1]
+
+
 def test_entity_data_2_is_empty_for_chats_without_a_crm_link(api):
     dialog = api.ok("imopenlines.dialog.get", {"CHAT_ID": SEED.no_session_chat_id})
     assert dialog["entity_data_2"] == ""
