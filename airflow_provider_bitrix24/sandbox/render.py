@@ -221,6 +221,7 @@ def file_item(item: FileItem, base_url: str, offset: int) -> dict[str, Any]:
             "viewer": "",
             "viewertype": "image",
             "src": base_url + query.format("showImage"),
+            "viewerresized": "",
             "objectid": str(item.id),
             "viewergroupby": str(item.chat_id),
             "imchatid": item.chat_id,

@@ -148,6 +148,10 @@ USER_KEYS = {
     "services", "botData",
 }  # fmt: skip
 
+VIEWER_KEYS = [
+    "viewer", "viewertype", "src", "viewerresized", "objectid", "viewergroupby", "imchatid", "title", "actions",
+]  # fmt: skip
+
 
 def _history(api, **params):
     return api.ok("imopenlines.session.history.get", params)
@@ -185,6 +189,8 @@ def test_history_has_the_documented_shape(api):
     assert result["userBlockChat"] == {"1763": {"101": False, "1": False, "3": False}}
     assert list(result["files"]) == ["5437"]
     assert result["files"]["5437"]["id"] == 5437
+    # The viewer attributes of the documentation's 2026 answer, in its order.
+    assert list(result["files"]["5437"]["viewerattrs"]) == VIEWER_KEYS
 
 
 def test_history_chat_item_carries_the_current_session_in_entity_data_1(api):
