@@ -53,8 +53,12 @@ _BR_TAG = re.compile(r"\[br\]", re.IGNORECASE)
 
 def iso(timestamp: float, offset_minutes: int) -> str:
     """ISO-8601 with the portal's offset, like PHP ``date('c')``."""
+    return _zoned(timestamp, offset_minutes).isoformat()
+
+
+def _zoned(timestamp: float, offset_minutes: int) -> datetime:
     zone = UTC if offset_minutes == 0 else timezone(timedelta(minutes=offset_minutes))
-    return datetime.fromtimestamp(int(timestamp), tz=zone).isoformat()
+    return datetime.fromtimestamp(int(timestamp), tz=zone)
 
 
 def expand_mentions(text: str, names: Mapping[int, str]) -> str:
@@ -283,7 +287,10 @@ def dialog_item(state: PortalState, chat: Chat, user_id: int, offset: int) -> di
 
 
 def portal_user_record(user: User, offset: int) -> dict[str, Any]:
-    """A user the way ``user.current`` and ``user.get`` return it."""
+    """
+    A user the way ``user.current`` and ``user.get`` return it: the fields of the documentation's real answers
+    (``TIMESTAMP_X`` in the site's date format, empty personal fields as ``""``).
+    """
     return {
         "ID": str(user.id),
         "ACTIVE": True,
@@ -295,9 +302,12 @@ def portal_user_record(user: User, offset: int) -> dict[str, Any]:
         "DATE_REGISTER": iso(SEED_EPOCH - 69 * 86400, offset),
         "IS_ONLINE": "N",
         "TIME_ZONE_OFFSET": str(offset * 60),
+        "TIMESTAMP_X": _zoned(SEED_EPOCH - 69 * 86400, offset).strftime("%d.%m.%Y %H:%M:%S"),
         "LAST_ACTIVITY_DATE": "2026-03-11 09:00:00",
         "PERSONAL_GENDER": user.gender,
+        "PERSONAL_BIRTHDAY": "",
         "WORK_POSITION": user.work_position or "",
+        "UF_EMPLOYMENT_DATE": "",
         "UF_DEPARTMENT": list(user.departments),
         "USER_TYPE": "employee",
     }
