@@ -175,7 +175,9 @@ def test_history_has_the_documented_shape(api):
         "chat1763",
     )
     assert system["textlegacy"] == "<b>A new lead has been created</b>"
-    assert "attach" in system["params"]
+    # The attach of a CRM form as in the documentation's 2026 answer: a ROW line, and a LINE with its height.
+    grid = system["params"]["attach"][0]["blocks"][1]["grid"]
+    assert [(row["display"], row.get("height")) for row in grid] == [("ROW", None), ("LINE", 20)]
     assert ISO.match(system["date"])
     assert result["message"]["85801"]["params"] == []
     assert set(result["users"]) == {"1", "101"}
