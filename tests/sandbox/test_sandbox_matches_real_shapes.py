@@ -84,8 +84,9 @@ class Accepted:
     :param path: The difference's path (glob, ``*`` matches any text, dots included).
     :param kind: ``missing``, ``extra``, ``type``, or ``status`` (path ``(status)``).
     :param reason: Why.
-    :param shown_by: A newer recording that shows what the sandbox sends there; then the difference is accepted only
-        where that recording does show it (the key there, the key not there, the sandbox's type there).
+    :param shown_by: Another recording (mostly a newer one) that shows what the sandbox sends there; then the
+        difference is accepted only where that recording does show it (the key there, the key not there, the
+        sandbox's type there).
     :param shown_at: Where to look in ``shown_by`` when the path differs there (other batch command keys).
     """
 
@@ -130,8 +131,8 @@ def _accepted() -> list[Accepted]:
             (*batches_2022, "b24restdocs/quick_save_true"),
             "time.operating_reset_at",
             "extra",
-            "2022 recordings and the 2024 documentation send operating without operating_reset_at; the 2026 answers "
-            "send both, operating_reset_at beside an operating of 0 too, and the sandbox follows them",
+            "2022 recordings and the documentation's 2024 examples send operating without operating_reset_at; "
+            "the 2026 answers send both, operating_reset_at beside an operating of 0 too, and the sandbox follows them",
             shown_by=history_2026,
         ),
         Accepted(
