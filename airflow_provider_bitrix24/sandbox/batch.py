@@ -7,9 +7,10 @@ one reference is replaced by the referenced value (of any type); a reference ins
 only by a string or number. A walk that meets a missing key stops there and uses what it reached.
 
 Sections of the answer are PHP arrays on the wire: an empty one is ``[]``, one keyed ``0..n-1`` in order is a
-JSON array, anything else an object with string keys. A command refused by its method's operating limit lands in
-``result_error`` and still has its ``time`` in ``result_time`` (with the method's ``operating`` and
-``operating_reset_at``), as real portals answer.
+JSON array, anything else an object with string keys. A command that fails, whatever the reason, is in
+``result_error`` only: it has no ``result_time`` entry, not even when its method's operating limit refused it
+(real portals answer so: ``result_time`` is ``[]`` in a batch whose one command was blocked; the answer's outer
+``time`` still carries ``operating`` and ``operating_reset_at``).
 """
 
 from __future__ import annotations
@@ -31,8 +32,7 @@ _KEY = re.compile(r"\[([^\]]*)\]")
 @dataclass
 class CommandOutcome:
     """
-    What one command produced: a result with its time block, or an error (with a time block when it was refused
-    by the operating limit).
+    What one command produced: a result with its time block, or an error (no time block).
 
     :param charge: Execution seconds the command costs on the operating limit (billed by the caller).
     :param operating: ``(operating, operating_reset_at)`` of the method the command was checked against, or
@@ -87,8 +87,6 @@ def run_batch(params: dict[str, Any], run_command: RunCommand) -> dict[str, Any]
         outcome = run_command(method, substitute(parse_query(query), sections))
         if outcome.error is not None:
             sections["error"][key] = outcome.error.body()
-            if outcome.time is not None:
-                sections["time"][key] = outcome.time
             if halt:
                 break
             continue

@@ -119,7 +119,7 @@ class SandboxConfig:
     :param oauth_user_id: Employee the OAuth tokens belong to.
     :param oauth_access_token: Access token valid right after start and after every reset.
     :param oauth_refresh_token: Refresh token valid right after start and after every reset.
-    :param member_id: Stable portal id reported with OAuth tokens.
+    :param member_id: Stable portal id reported with OAuth tokens (32 lower-case hex characters, like real ones).
     :param latency: Latency model preset: ``"off"`` (default: answers as fast as the machine allows) or
         ``"realistic"`` (documented figures; see :mod:`airflow_provider_bitrix24.sandbox.latency`).
     :param network_round_trip: Network round trip per HTTP request, seconds; ``None`` takes the preset's.
@@ -169,7 +169,7 @@ class SandboxConfig:
     oauth_user_id: int = 1
     oauth_access_token: str = "sandbox-access-0000"
     oauth_refresh_token: str = "sandbox-refresh-0000"
-    member_id: str = "sandbox0000member0000000000000000"
+    member_id: str = "5a4d0c1b2e3f40516273849a5b6c7d8e"
     latency: str = "off"
     network_round_trip: float | None = None
     request_overhead: float | None = None

@@ -10,7 +10,9 @@ Answers follow what the real authorization server (``oauth.bitrix.info``) sends:
 ``/rest/``), ``member_id``, ``status``, ``user_id``, ``expires`` and ``expires_in``. Errors: ``invalid_request``
 (400) for missing parameters, ``{"error": "wrong_client"}`` **with HTTP 200** for an unknown client id,
 ``invalid_client`` (400) for a wrong client secret, ``invalid_grant`` (400) for an unknown, used or expired code or
-refresh token, ``PAYMENT_REQUIRED`` (402) when the config says so.
+refresh token, ``PAYMENT_REQUIRED`` (402) when the config says so. ``wrong_client``, ``invalid_client`` and
+``invalid_grant`` come without an ``error_description``, as the real server's answers recorded by the official SDKs
+do; the others carry one.
 """
 
 from __future__ import annotations
@@ -47,13 +49,17 @@ class TokenCheck:
 
 
 class OAuthError(Exception):
-    def __init__(self, status: int, code: str, description: str) -> None:
+    """An answer of the token endpoint that issues nothing; ``description`` ``None`` leaves it out of the body."""
+
+    def __init__(self, status: int, code: str, description: str | None = None) -> None:
         super().__init__(code)
         self.status = status
         self.code = code
         self.description = description
 
     def body(self) -> dict[str, Any]:
+        if self.description is None:
+            return {"error": self.code}
         return {"error": self.code, "error_description": self.description}
 
 
@@ -132,9 +138,9 @@ class OAuthServer:
         if not client_id or not client_secret:
             raise OAuthError(400, "invalid_request", "No client id or client secret supplied")
         if client_id != config.oauth_client_id:
-            raise OAuthError(200, "wrong_client", "Wrong client")
+            raise OAuthError(200, "wrong_client")
         if not secrets.compare_digest(client_secret.encode(), config.oauth_client_secret.encode()):
-            raise OAuthError(400, "invalid_client", "The client credentials are invalid")
+            raise OAuthError(400, "invalid_client")
         now = time.time()
         with self._lock:
             if grant_type == "refresh_token":
@@ -143,14 +149,14 @@ class OAuthServer:
                     raise OAuthError(400, "invalid_request", "No refresh token supplied")
                 issued = self._refresh.pop(old, None)
                 if issued is None or now - issued >= config.refresh_token_ttl:
-                    raise OAuthError(400, "invalid_grant", "Invalid refresh token")
+                    raise OAuthError(400, "invalid_grant")
             else:
                 code = str(params.get("code") or "")
                 if not code:
                     raise OAuthError(400, "invalid_request", "No authorization code supplied")
                 issued = self._codes.pop(code, None)
                 if issued is None or now - issued >= config.auth_code_ttl:
-                    raise OAuthError(400, "invalid_grant", "Invalid authorization code")
+                    raise OAuthError(400, "invalid_grant")
             access, refresh = _token(), _token()
             self._access[access] = AccessToken(now, config.oauth_user_id)
             self._refresh[refresh] = now

@@ -11,7 +11,9 @@ A message's ``text`` is what the portal renders, not what was typed: ``[br]`` be
 
 ``entity_data_1`` carries the session id at index 5 only while the chat has an active session: once its latest
 session is closed (or it never had one) the field is ``0``, as real answers show. ``entity_data_2`` is ``""`` for a
-chat without a CRM link.
+chat without a CRM link. An open-line chat without an active session has no managers: the history's ``managerList``
+is ``null`` and ``dialog.get``'s ``manager_list`` is ``[]``, as in the real answers for such chats (2023 history,
+2020 dialog).
 """
 
 from __future__ import annotations
@@ -51,8 +53,12 @@ _BR_TAG = re.compile(r"\[br\]", re.IGNORECASE)
 
 def iso(timestamp: float, offset_minutes: int) -> str:
     """ISO-8601 with the portal's offset, like PHP ``date('c')``."""
+    return _zoned(timestamp, offset_minutes).isoformat()
+
+
+def _zoned(timestamp: float, offset_minutes: int) -> datetime:
     zone = UTC if offset_minutes == 0 else timezone(timedelta(minutes=offset_minutes))
-    return datetime.fromtimestamp(int(timestamp), tz=zone).isoformat()
+    return datetime.fromtimestamp(int(timestamp), tz=zone)
 
 
 def expand_mentions(text: str, names: Mapping[int, str]) -> str:
@@ -84,6 +90,14 @@ def php_map(items: dict[str, Any]) -> dict[str, Any] | list[Any]:
     if list(items) == [str(i) for i in range(len(items))]:
         return list(items.values())
     return items
+
+
+def in_session(state: PortalState, chat: Chat) -> bool:
+    """Whether an open-line chat's latest session is active (group chats count as always active)."""
+    if not chat.is_lines:
+        return True
+    session = state.latest_session(chat)
+    return session is not None and not session.closed
 
 
 def entity_data_1(state: PortalState, chat: Chat) -> str:
@@ -176,7 +190,7 @@ def history_chat_item(state: PortalState, chat: Chat, offset: int) -> dict[str, 
         "messageCount": len(chat.message_ids),
         "public": "",
         "muteList": {str(uid): False for uid in chat.member_ids},
-        "managerList": [chat.owner_id],
+        "managerList": [chat.owner_id] if in_session(state, chat) else None,
         "dateCreate": iso(chat.date_create, offset),
         "type": "lines" if chat.is_lines else "chat",
         "entityLink": {"type": chat.entity_type, "url": "", "id": chat.user_code},
@@ -211,6 +225,7 @@ def file_item(item: FileItem, base_url: str, offset: int) -> dict[str, Any]:
             "viewer": "",
             "viewertype": "image",
             "src": base_url + query.format("showImage"),
+            "viewerresized": "",
             "objectid": str(item.id),
             "viewergroupby": str(item.chat_id),
             "imchatid": item.chat_id,
@@ -265,14 +280,17 @@ def dialog_item(state: PortalState, chat: Chat, user_id: int, offset: int) -> di
         "permissions": {_snake(k): v for k, v in _PERMISSIONS.items()},
         "is_new": False,
         "readed_list": [],
-        "manager_list": [chat.owner_id],
+        "manager_list": [chat.owner_id] if in_session(state, chat) else [],
         "last_message_views": {"message_id": last_id, "first_viewers": [], "count_of_viewers": 0},
         "dialog_id": f"chat{chat.id}",
     }
 
 
 def portal_user_record(user: User, offset: int) -> dict[str, Any]:
-    """A user the way ``user.current`` and ``user.get`` return it."""
+    """
+    A user the way ``user.current`` and ``user.get`` return it: the fields of the documentation's real answers
+    (``TIMESTAMP_X`` in the site's date format, empty personal fields as ``""``).
+    """
     return {
         "ID": str(user.id),
         "ACTIVE": True,
@@ -284,9 +302,12 @@ def portal_user_record(user: User, offset: int) -> dict[str, Any]:
         "DATE_REGISTER": iso(SEED_EPOCH - 69 * 86400, offset),
         "IS_ONLINE": "N",
         "TIME_ZONE_OFFSET": str(offset * 60),
+        "TIMESTAMP_X": _zoned(SEED_EPOCH - 69 * 86400, offset).strftime("%d.%m.%Y %H:%M:%S"),
         "LAST_ACTIVITY_DATE": "2026-03-11 09:00:00",
         "PERSONAL_GENDER": user.gender,
+        "PERSONAL_BIRTHDAY": "",
         "WORK_POSITION": user.work_position or "",
+        "UF_EMPLOYMENT_DATE": "",
         "UF_DEPARTMENT": list(user.departments),
         "USER_TYPE": "employee",
     }

@@ -242,8 +242,7 @@ class RestEngine:
             return CommandOutcome(error=exc)
         if self.operating.blocked(caller.credential, method):
             status = self.operating.status(caller.credential, method)
-            block = time_block(start, time.time(), 0.0, status, config.tz_offset_minutes) if nested else None
-            return CommandOutcome(error=RestError("OPERATION_TIME_LIMIT"), time=block, operating=status)
+            return CommandOutcome(error=RestError("OPERATION_TIME_LIMIT"), operating=status)
         context = CallContext(self.state, config, caller, params, self.base_url, self.stop_event)
         clock = time.perf_counter()
         value: Any = None

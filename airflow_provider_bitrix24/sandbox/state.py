@@ -265,7 +265,18 @@ _LEAD_ATTACH = {
             "id": 1773219780,
             "blocks": [
                 {"link": [{"name": "Lead #1205", "link": "/crm/lead/details/1205/"}]},
-                {"grid": [{"display": "ROW", "name": "Name", "value": "John Carter", "colorToken": "base"}]},
+                {
+                    "grid": [
+                        {"display": "ROW", "name": "Name", "value": "John Carter", "colorToken": "base"},
+                        {
+                            "display": "LINE",
+                            "name": "Phone",
+                            "value": "+10000000000",
+                            "height": 20,
+                            "colorToken": "base",
+                        },
+                    ]
+                },
             ],
             "description": "",
             "color": "#df532d",

@@ -14,6 +14,8 @@ TOKEN_FIELDS = {
 }  # fmt: skip
 #: Real tokens are 70 characters of lower-case letters and digits.
 REAL_TOKEN = re.compile(r"^[a-z0-9]{70}$")
+#: A real portal's member_id: 32 lower-case hex characters.
+REAL_MEMBER_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 def _refresh(http, portal, refresh_token, *, post=False, **overrides):
@@ -49,6 +51,7 @@ def test_refresh_answers_as_the_real_authorization_server(http, portal):
     assert before + 3599 <= tokens["expires"] <= time.time() + 3601
     assert REAL_TOKEN.match(tokens["access_token"])
     assert REAL_TOKEN.match(tokens["refresh_token"])
+    assert REAL_MEMBER_ID.match(tokens["member_id"])
     assert tokens["refresh_token"] != portal.oauth_refresh_token
     assert portal.oauth_client_secret not in response.text
     assert _profile(http, portal, tokens["access_token"]).status_code == 200
@@ -66,24 +69,25 @@ def test_refresh_token_rotates_and_the_old_one_stops_working(http, portal):
 
 
 @pytest.mark.parametrize(
-    ("overrides", "status", "error"),
+    ("overrides", "status", "error", "described"),
     [
-        ({"grant_type": None}, 400, "invalid_request"),
-        ({"grant_type": "password"}, 400, "invalid_request"),
-        ({"client_secret": None}, 400, "invalid_request"),
-        ({"refresh_token": None}, 400, "invalid_request"),
-        ({"client_secret": "wrong-secret"}, 400, "invalid_client"),
-        ({"client_secret": "wrong-sécret"}, 400, "invalid_client"),
-        ({"client_id": "app.other"}, 200, "wrong_client"),
-        ({"refresh_token": "not-a-refresh-token"}, 400, "invalid_grant"),
+        ({"grant_type": None}, 400, "invalid_request", True),
+        ({"grant_type": "password"}, 400, "invalid_request", True),
+        ({"client_secret": None}, 400, "invalid_request", True),
+        ({"refresh_token": None}, 400, "invalid_request", True),
+        # The real server sends these three without a description (bodies recorded by b24pysdk and b24phpsdk).
+        ({"client_secret": "wrong-secret"}, 400, "invalid_client", False),
+        ({"client_secret": "wrong-sécret"}, 400, "invalid_client", False),
+        ({"client_id": "app.other"}, 200, "wrong_client", False),
+        ({"refresh_token": "not-a-refresh-token"}, 400, "invalid_grant", False),
     ],
 )
-def test_token_endpoint_errors(http, portal, overrides, status, error):
+def test_token_endpoint_errors(http, portal, overrides, status, error, described):
     params = {"refresh_token": portal.oauth_refresh_token, **overrides}
     response = _refresh(http, portal, **params)
     assert response.status_code == status
     assert response.json()["error"] == error
-    assert set(response.json()) == {"error", "error_description"}
+    assert set(response.json()) == ({"error", "error_description"} if described else {"error"})
     assert "wrong-secret" not in response.text
 
 
@@ -113,10 +117,7 @@ def test_authorization_code_works_once(http, portal):
 
 def test_unknown_client_id_is_wrong_client_at_http_200_and_issues_nothing(http, portal):
     response = _refresh(http, portal, portal.oauth_refresh_token, client_id="app.other")
-    assert (response.status_code, response.json()) == (
-        200,
-        {"error": "wrong_client", "error_description": "Wrong client"},
-    )
+    assert (response.status_code, response.json()) == (200, {"error": "wrong_client"})
     # The refresh token was not spent.
     assert _refresh(http, portal, portal.oauth_refresh_token).status_code == 200
 

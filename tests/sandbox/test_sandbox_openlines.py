@@ -148,6 +148,10 @@ USER_KEYS = {
     "services", "botData",
 }  # fmt: skip
 
+VIEWER_KEYS = [
+    "viewer", "viewertype", "src", "viewerresized", "objectid", "viewergroupby", "imchatid", "title", "actions",
+]  # fmt: skip
+
 
 def _history(api, **params):
     return api.ok("imopenlines.session.history.get", params)
@@ -171,7 +175,9 @@ def test_history_has_the_documented_shape(api):
         "chat1763",
     )
     assert system["textlegacy"] == "<b>A new lead has been created</b>"
-    assert "attach" in system["params"]
+    # The attach of a CRM form as in the documentation's 2026 answer: a ROW line, and a LINE with its height.
+    grid = system["params"]["attach"][0]["blocks"][1]["grid"]
+    assert [(row["display"], row.get("height")) for row in grid] == [("ROW", None), ("LINE", 20)]
     assert ISO.match(system["date"])
     assert result["message"]["85801"]["params"] == []
     assert set(result["users"]) == {"1", "101"}
@@ -185,6 +191,8 @@ def test_history_has_the_documented_shape(api):
     assert result["userBlockChat"] == {"1763": {"101": False, "1": False, "3": False}}
     assert list(result["files"]) == ["5437"]
     assert result["files"]["5437"]["id"] == 5437
+    # The viewer attributes of the documentation's 2026 answer, in its order.
+    assert list(result["files"]["5437"]["viewerattrs"]) == VIEWER_KEYS
 
 
 def test_history_chat_item_carries_the_current_session_in_entity_data_1(api):
@@ -215,6 +223,24 @@ def test_entity_data_name_no_session_once_the_chat_has_no_active_one(http, api, 
     assert (fields[5], fields[:3]) == ("0", ["Y", "LEAD", "1205"])
     assert int(fields[6]) > 0  # the session's start stays
     assert api.ok("imopenlines.crm.chat.get", {"CRM_ENTITY_TYPE": "lead", "CRM_ENTITY": 1205}) == []
+
+
+def test_a_chat_without_an_active_session_has_no_managers(http, api, portal):
+    # As real answers for such chats: managerList null in the history (2023), manager_list [] in dialog.get (2020).
+    history = _history(api, SESSION_ID=SEED.whatsapp_session_id)
+    assert history["chat"][str(SEED.whatsapp_chat_id)]["managerList"] is None
+    assert api.ok("imopenlines.dialog.get", {"CHAT_ID": SEED.whatsapp_chat_id})["manager_list"] == []
+    assert api.ok("imopenlines.dialog.get", {"CHAT_ID": SEED.no_session_chat_id})["manager_list"] == []
+    # While a session is active the owner manages the chat; closing it takes that away.
+    active = _history(api, SESSION_ID=SEED.support_session_id)["chat"][str(SEED.support_chat_id)]
+    assert active["managerList"] == [1]
+    assert api.ok("imopenlines.dialog.get", {"CHAT_ID": SEED.support_chat_id})["manager_list"] == [1]
+    http.post(portal.base_url + "/_sandbox/sessions/close", json={"session_id": SEED.support_latest_session_id})
+    closed = _history(api, SESSION_ID=SEED.support_session_id)["chat"][str(SEED.support_chat_id)]
+    assert closed["managerList"] is None
+    assert api.ok("imopenlines.dialog.get", {"CHAT_ID": SEED.support_chat_id})["manager_list"] == []
+    # A group chat is no open line: its owner manages it.
+    assert api.ok("imopenlines.dialog.get", {"CHAT_ID": SEED.group_chat_id})["manager_list"] == [1]
 
 
 def test_entity_data_2_is_empty_for_chats_without_a_crm_link(api):

@@ -296,12 +296,22 @@ def test_methods_lists_callable_methods(api, portal):
     ]
 
 
+DOCS_USER_CURRENT = [
+    "ID", "ACTIVE", "NAME", "LAST_NAME", "EMAIL", "LAST_LOGIN", "DATE_REGISTER", "IS_ONLINE", "TIMESTAMP_X",
+    "LAST_ACTIVITY_DATE", "PERSONAL_GENDER", "PERSONAL_BIRTHDAY", "UF_EMPLOYMENT_DATE", "UF_DEPARTMENT",
+]  # fmt: skip
+
+
 def test_server_time_user_admin_and_user_current(api, portal):
     assert ISO.match(api.ok("server.time"))
     assert api.ok("user.admin") is True
     assert api.ok("user.admin", base=portal.limited_webhook_url) is False
     me = api.ok("user.current")
     assert (me["ID"], me["NAME"], me["LAST_NAME"], me["UF_DEPARTMENT"]) == ("1", "Anna", "Admin", [1])
+    # Every field of the documentation's real user.current answer (batch page, 2024) is there.
+    assert set(DOCS_USER_CURRENT) <= set(me)
+    assert re.fullmatch(r"\d\d\.\d\d\.\d{4} \d\d:\d\d:\d\d", me["TIMESTAMP_X"])
+    assert (me["PERSONAL_BIRTHDAY"], me["UF_EMPLOYMENT_DATE"]) == ("", "")
 
 
 def test_app_info_differs_between_webhook_and_oauth(http, api, portal):
