@@ -6,12 +6,13 @@ AIRFLOW2 ?= 2.11.2
 VENV := .venv
 VENV2 := .venv-airflow2
 VENV_BENCH := .venv-bench
+VENV_CELERY := .venv-celery
 DEMO_HOME := $(CURDIR)/.demo
 export UV_PYTHON_DOWNLOADS := never
 export NO_PROXY := 127.0.0.1,localhost,::1
 COMMA := ,
 
-.PHONY: demo test lint unit-airflow3 unit-airflow2 bench soak e2e venvs clean
+.PHONY: demo test lint unit-airflow3 unit-airflow2 bench soak e2e e2e-celery venvs clean
 
 # A venv is (re)built only when pyproject.toml, the Airflow version or the Python version changed.
 # $(1): the venv, $(2): the Airflow version, $(3): the extras, $(4): the Python interpreter.
@@ -75,6 +76,17 @@ demo: $(VENV)/.ready
 e2e: $(VENV)/.ready
 	$(VENV)/bin/pytest -m e2e tests/e2e -p no:cacheprovider
 
+# The Celery deployment needs the Celery and Redis providers and a PostgreSQL driver: a venv of its own.
+$(VENV_CELERY)/.ready: pyproject.toml
+	$(call make_venv,$(VENV_CELERY),$(AIRFLOW3),dev$(COMMA)celery,$(PYTHON))
+	@touch $@
+
+## make e2e-celery: a CeleryExecutor deployment (PostgreSQL, Redis, two workers, two triggerers) on one portal.
+## Installs redis-server and postgresql from the Debian packages when missing; the test starts and stops both.
+e2e-celery: $(VENV_CELERY)/.ready
+	@.ci/install-services
+	$(VENV_CELERY)/bin/pytest -m e2e_celery tests/e2e_celery -p no:cacheprovider
+
 ## make soak: the long reliability cases (thousands of saves under injected faults).
 soak: $(VENV)/.ready
 	$(VENV)/bin/pytest -m slow tests/reliability -p no:cacheprovider
@@ -89,4 +101,4 @@ bench: $(VENV_BENCH)/.ready
 	$(VENV_BENCH)/bin/python benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) $(VENV2) $(VENV_BENCH) .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV2) $(VENV_BENCH) $(VENV_CELERY) .demo .pytest_cache .mypy_cache .ruff_cache

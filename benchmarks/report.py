@@ -9,6 +9,7 @@ B2_TARGET_M = 1000
 B2_TARGET_KB = 100.0
 B3_TARGET = 1.15
 B4_TARGET = 1.2
+B5_TARGET = 1.1
 
 
 def _s(value: float | None, digits: int = 2) -> str:
@@ -137,6 +138,36 @@ def _b4_checks(b4: dict[str, Any]) -> list[tuple[str, str, str, bool, str]]:
             b4["ratio_hook"] <= B4_TARGET,
             f"{b4['ratio_hook']:.2f}x ({us['hook']['median']:.0f} us vs {us['raw']['median']:.0f} us)",
         )
+    ]
+
+
+def _b5_checks(b5: dict[str, Any]) -> list[tuple[str, str, str, bool, str]]:
+    shared = [r for r in b5["rows"] if r["mode"] == "shared"]
+    if not shared:
+        return []
+    worst = max(shared, key=lambda r: r["ratio"] or 0.0)
+    return [
+        (
+            "B5",
+            "503s with the shared limiter, at every P",
+            "0",
+            all(r["s503"] == 0 for r in shared),
+            ", ".join(f"P={r['p']}: {r['s503']}" for r in shared),
+        ),
+        (
+            "B5",
+            "calls failed with the shared limiter, at every P",
+            "0",
+            all(r["failed"] == 0 for r in shared),
+            ", ".join(f"P={r['p']}: {r['failed']}" for r in shared),
+        ),
+        (
+            "B5",
+            "wall time / ideal with the shared limiter, at every P",
+            f"<= {B5_TARGET:g}x",
+            all(r["ratio"] <= B5_TARGET for r in shared if r["ratio"] is not None),  # no ratio: all fit the burst
+            f"{_s(worst['ratio'])}x at worst (P={worst['p']}: {worst['wall_s']:.1f} s vs {worst['ideal_s']:.1f} s)",
+        ),
     ]
 
 
@@ -297,6 +328,45 @@ def _b4_section(entry: dict[str, Any]) -> list[str]:
     ]
 
 
+def _b5_section(entry: dict[str, Any]) -> list[str]:
+    b5 = entry["data"]
+    labels = {"per-process": "per process (no `redis_conn_id`)", "shared": "shared through Redis (`redis_conn_id`)"}
+    lines = [
+        "## B5: many processes, one portal",
+        "",
+        _stamp(entry),
+        "",
+        f"P worker processes (each a fresh interpreter with its own `Bitrix24Hook` on the same webhook connection, "
+        f"as Celery workers or pods are) each save {b5['calls']} messages with one "
+        "`imopenlines.message.quick.save` call per message, all starting at once, against one portal with the "
+        f"standard limits ({b5['burst']} burst, {b5['per_second']:g} req/s per portal). *Ideal* is the least time "
+        f"the portal's bucket allows for the P x {b5['calls']} calls: `max(0, (P x {b5['calls']} - {b5['burst']}) / "
+        f"{b5['per_second']:g})`. A call fails when it still meets the limit after its retries. One run per row.",
+        "",
+        "| limiter | P | calls | HTTP requests | 503s at the portal | failed calls | saved once | wall s | ideal s "
+        "| wall / ideal |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in b5["rows"]:
+        lines.append(
+            f"| {labels.get(row['mode'], row['mode'])} | {row['p']} | {row['calls']} | {row['requests']} "
+            f"| {row['s503']} | {row['failed']} | {row['saved_once']}/{row['calls']} | {row['wall_s']:.1f} "
+            f"| {row['ideal_s']:.1f} | {_s(row['ratio'])} |"
+        )
+    if any(row["failed"] for row in b5["rows"]):
+        lines += [
+            "",
+            "Where calls failed, wall / ideal can fall below 1: the ideal counts every call, but a failed call's save "
+            "never happened.",
+        ]
+    modes = {row["mode"] for row in b5["rows"]}
+    if "shared" not in modes:
+        reason = b5.get("skipped", {}).get("shared", "not run (`--b5-limiter per-process`)")
+        lines += ["", f"Rows with the shared limiter: {reason}."]
+    lines.append("")
+    return lines
+
+
 def _notes(results: dict[str, Any], misses: list[tuple[str, str, str, bool, str]]) -> list[str]:
     lines = ["## Where the provider is not ahead", ""]
     b1 = results.get("B1", {}).get("data")
@@ -338,7 +408,7 @@ def _notes(results: dict[str, Any], misses: list[tuple[str, str, str, bool, str]
 
 def render(results: dict[str, Any]) -> str:
     checks: list[tuple[str, str, str, bool, str]] = []
-    builders = {"B1": _b1_checks, "B2": _b2_checks, "B3": _b3_checks, "B4": _b4_checks}
+    builders = {"B1": _b1_checks, "B2": _b2_checks, "B3": _b3_checks, "B4": _b4_checks, "B5": _b5_checks}
     for name, build in builders.items():
         if name in results:
             checks += build(results[name]["data"])
@@ -366,7 +436,7 @@ def render(results: dict[str, Any]) -> str:
     for bench, figure, target, ok, measured in checks:
         lines.append(f"| {bench} | {figure} | {target} | {measured} | {_yes(ok)} |")
     lines.append("")
-    sections = {"B1": _b1_section, "B2": _b2_section, "B3": _b3_section, "B4": _b4_section}
+    sections = {"B1": _b1_section, "B2": _b2_section, "B3": _b3_section, "B4": _b4_section, "B5": _b5_section}
     for name, section in sections.items():
         if name in results:
             lines += section(results[name])

@@ -1,10 +1,11 @@
 """
 Run the benchmarks and write ``benchmarks/RESULTS.md`` and ``benchmarks/b1.png``.
 
-    python benchmarks/run.py                 # everything, about 20 minutes on 2 cores
+    python benchmarks/run.py                 # everything, about 35 minutes on 2 cores (B5 alone: 15)
     python benchmarks/run.py --quick         # a short smoke run: fewer repetitions, smaller sizes
     python benchmarks/run.py --only B1,B3    # some of them; the others keep their last results
     python benchmarks/run.py --report-only   # re-render RESULTS.md and the chart from results.json
+    python benchmarks/run.py --only B5 --b5-limiter per-process   # B5 without the shared-limiter rows
 
 Raw results are kept in ``benchmarks/results.json``; RESULTS.md is rendered from it, so ``--only`` refreshes
 part of the report without losing the rest.
@@ -25,24 +26,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import report
 from benchmarks.common import BENCH_DIR, log, machine, versions
 
-ALL = ("B1", "B2", "B3", "B4")
+ALL = ("B1", "B2", "B3", "B4", "B5")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a short smoke run (fewer runs, smaller sizes)")
-    parser.add_argument("--only", default=",".join(ALL), help="comma-separated subset of B1,B2,B3,B4")
+    parser.add_argument("--only", default=",".join(ALL), help="comma-separated subset of B1,B2,B3,B4,B5")
     parser.add_argument("--output", type=Path, default=BENCH_DIR, help="where RESULTS.md and b1.png go")
     parser.add_argument("--report-only", action="store_true", help="only re-render the report from results.json")
+    parser.add_argument(
+        "--b5-limiter",
+        choices=("both", "per-process", "shared"),
+        default="both",
+        help="B5: the per-process limiter, the shared one (redis_conn_id), or both",
+    )
     args = parser.parse_args(argv)
     selected = [] if args.report_only else [name.strip().upper() for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(selected) - set(ALL))
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; use {', '.join(ALL)}")
 
-    from benchmarks import b1_bulk_save, b2_waiting, b3_parse_cost, b4_overhead
+    from benchmarks import b1_bulk_save, b2_waiting, b3_parse_cost, b4_overhead, b5_processes
 
-    modules = {"B1": b1_bulk_save, "B2": b2_waiting, "B3": b3_parse_cost, "B4": b4_overhead}
+    modules = {"B1": b1_bulk_save, "B2": b2_waiting, "B3": b3_parse_cost, "B4": b4_overhead, "B5": b5_processes}
+    options: dict[str, dict[str, object]] = {
+        "B5": {"modes": b5_processes.MODES if args.b5_limiter == "both" else (args.b5_limiter,)}
+    }
     results_path = args.output / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     home = Path(tempfile.mkdtemp(prefix="bitrix24-bench-home-"))
@@ -52,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         log(f"{name} starting")
         began = time.monotonic()
-        data = modules[name].bench(home, quick=args.quick)
+        data = modules[name].bench(home, quick=args.quick, **options.get(name, {}))
         results[name] = {
             "data": data,
             "quick": args.quick,
