@@ -40,7 +40,7 @@ import pytest
 from airflow_provider_bitrix24.sandbox import SandboxConfig, SandboxPortal
 from airflow_provider_bitrix24.sandbox.state import POOL_CLIENT_ID
 from tests.e2e_celery.services import PostgresServer, RedisServer, ServiceMissing, free_port
-from tests.helpers import ROOT
+from tests.helpers import ROOT, token_variable
 
 #: The deployment starts once for the module; its setup (the whole run) counts against the first test's timeout.
 pytestmark = [pytest.mark.e2e, pytest.mark.e2e_celery, pytest.mark.timeout(1200)]
@@ -349,7 +349,7 @@ def run(request: pytest.FixtureRequest) -> dict[str, Any]:
                 "expires_at": pair["expires"],
             }
         )
-        deployment.api("POST", "/api/v2/variables", {"key": f"bitrix24_oauth__{CONN_ID}", "value": stored})
+        deployment.api("POST", "/api/v2/variables", {"key": token_variable(connection), "value": stored})
         run_id = deployment.api("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": None, "conf": conf})[
             "dag_run_id"
         ]

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from airflow_provider_bitrix24.sandbox import SandboxPortal
-from tests.helpers import ROOT, oauth_connection
+from tests.helpers import ROOT, oauth_connection, token_variable
 from tests.reliability.canary import LeakScan
 from tests.support.airflow_env import deployment_env
 from tests.support.hook_process import PREFIX
@@ -157,28 +157,18 @@ def call_together(children: list[HookProcess]) -> list[dict[str, Any]]:
     return [child.result() for child in children]
 
 
-def _variable(conn: dict[str, Any]) -> str:
-    """The Variable of a connection's token chain (README: ``bitrix24_oauth__<chain id>``)."""
-    from airflow_provider_bitrix24.client import OAuthCredentials, parse_connection
-    from airflow_provider_bitrix24.client.oauth import chain_id
-
-    config = parse_connection(host=conn["host"], extra=conn["extra"])
-    assert isinstance(config.auth, OAuthCredentials)
-    return f"bitrix24_oauth__{chain_id(config.portal_key, config.auth)}"
-
-
 def stored_pair(conn: dict[str, Any]) -> dict[str, Any] | None:
     """The token pair the hook keeps in the metadata database for the connection's chain."""
     from airflow.models.variable import Variable
 
-    raw = Variable.get(_variable(conn), default_var=None)
+    raw = Variable.get(token_variable(conn), default_var=None)
     return json.loads(raw) if raw else None
 
 
 def delete_stored_pair(conn: dict[str, Any]) -> None:
     from airflow.models.variable import Variable
 
-    Variable.delete(_variable(conn))
+    Variable.delete(token_variable(conn))
 
 
 def note_tokens(scan: Scan, *pairs: dict[str, Any] | None) -> None:
@@ -220,14 +210,6 @@ def new_conn_id(label: str) -> str:
 # -- (a) two processes refresh at once
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "OAuthSession.refresh reads the store once after invalid_grant; the loser of the race reads it before the "
-        "winner stored its new pair, and surfaces invalid_grant as a permanent Bitrix24AuthError"
-    ),
-)
 def test_two_processes_meeting_expired_token_together_both_succeed(
     portal: SandboxPortal, token_proxy: SlowProxy, scan: Scan, airflow_db: str
 ) -> None:
@@ -259,14 +241,6 @@ def test_two_processes_meeting_expired_token_together_both_succeed(
 # -- (b) the rotated pair cannot be stored
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "VariableTokenStore.save only logs a warning when the Variable write fails; the call succeeds and the new "
-        "refresh token, the only valid one, lives on in this process's memory alone"
-    ),
-)
 def test_a_rotated_pair_that_cannot_be_stored_fails_the_call_loudly(
     portal: SandboxPortal, token_proxy: SlowProxy, scan: Scan, airflow_db: str
 ) -> None:
@@ -305,28 +279,10 @@ def _replace_credentials(portal: SandboxPortal, path: Path, conn_id: str, scan: 
         pytest.param(
             False,
             id="variable-deleted",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=AssertionError,
-                reason=(
-                    "shared_oauth_session keeps the first OAuthSession per (portal, client_id) for the life of the "
-                    "process and only replaces it when the client secret changes: the new refresh token in the "
-                    "connection is ignored and the revoked cached pair answers invalid_token"
-                ),
-            ),
         ),
         pytest.param(
             True,
             id="variable-kept",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=AssertionError,
-                reason=(
-                    "besides the cached session, a pair stored in the Variable always wins over the connection's "
-                    "extras, even when the connection holds a newer credential than the one the stored pair "
-                    "descends from"
-                ),
-            ),
         ),
     ],
 )
@@ -370,11 +326,6 @@ def test_the_test_redis_requires_its_password(redis_server: RedisServer) -> None
     assert redis_server.password not in repr(redis_server)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the connection extra redis_conn_id is ignored: no refresh is serialised across processes yet",
-)
 def test_with_redis_four_processes_meeting_expired_token_refresh_once(
     portal: SandboxPortal, token_proxy: SlowProxy, scan: Scan, airflow_db: str, redis_server: RedisServer
 ) -> None:

@@ -37,7 +37,7 @@ import pytest
 
 from airflow_provider_bitrix24.sandbox import SandboxConfig, SandboxPortal
 from airflow_provider_bitrix24.sandbox.state import SEED
-from tests.helpers import ROOT, oauth_connection
+from tests.helpers import ROOT, oauth_connection, token_variable
 from tests.support.airflow_env import deployment_env
 from tests.support.slow_proxy import SlowProxy
 from tests.support.triggerer import PREFIX
@@ -150,24 +150,12 @@ def _wait_until(condition: Any, timeout: float, what: str) -> None:
         time.sleep(0.02)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "OAuthSession.refresh runs in a worker thread holding a threading.Lock across the token request and the "
-        "Variable and mask_secret calls, while the loop thread takes the same lock in OAuthSession.access_token "
-        "whenever a poll builds a request. On Airflow 3 the Variable and mask calls need the loop "
-        "(TriggerCommsDecoder.send -> run_coroutine_threadsafe(...).result()): the loop freezes for good, no wait "
-        "ends and the rotated pair is never stored. On Airflow 2 the loop stalls for the length of the token request"
-    ),
-)
 def test_expired_token_mid_wait_refreshes_once_without_stalling_the_triggerer_loop(
     portal: SandboxPortal, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     if not HAS_SUPERVISOR_COMMS:
         request.getfixturevalue("airflow_db")  # Airflow 2 triggers keep the Variable in the metadata database
     conn_id = f"b24_stall_{uuid.uuid4().hex[:8]}"
-    variable = f"bitrix24_oauth__{conn_id}"
     portal.reset()
     sessions = list(portal.seed.extra_session_ids)[:TRIGGERS]
     assert len(sessions) == TRIGGERS
@@ -189,6 +177,7 @@ def test_expired_token_mid_wait_refreshes_once_without_stalling_the_triggerer_lo
     with SlowProxy(portal.base_url, delay=TOKEN_LATENCY) as proxy:
         conn = oauth_connection(portal, tokens)
         conn["extra"]["oauth_url"] = proxy.base_url + "/oauth/token/"
+        variable = token_variable(conn)
         conn["extra"]["rate_limit"] = {"burst": 1000, "per_second": 200}
         config_path = tmp_path / "triggerer.json"
         config_path.write_text(
