@@ -141,3 +141,32 @@ def test_transient_errors_inside_a_batch_are_retried_per_command(sandbox, webhoo
     assert _run(chat_id=SEED.bulk_chat_id, message_id=ids) == ids
     per_message = _answers_per_message(sandbox)
     assert {per_message[m] for m in ids} == {1}
+
+
+def test_a_save_answered_false_is_a_failed_save_not_a_saved_one(sandbox, webhook_conn):
+    message = SEED.new_text_message_id
+    sandbox.inject_fault(
+        "imopenlines.message.quick.save",
+        "raw",
+        status=200,
+        body='{"result": false, "time": {"operating": 0}}',
+        content_type="application/json",
+    )
+    with pytest.raises(AirflowFailException, match=rf"^Could not save message {message} of chat .*answered False"):
+        _run(chat_id=SEED.support_chat_id, message_id=message)
+
+
+def test_saves_answered_false_or_null_in_a_batch_fail_the_task_after_the_others(sandbox, webhook_conn):
+    ids = BULK[:3]
+    sections = {str(ids[0]): True, str(ids[1]): False, str(ids[2]): None}
+    body = {
+        "result": {"result": sections, "result_error": [], "result_total": [], "result_next": [], "result_time": []},
+        "time": {"operating": 0},
+    }
+    sandbox.inject_fault("batch", "raw", status=200, body=json.dumps(body), content_type="application/json")
+    with pytest.raises(AirflowFailException) as info:
+        _run(chat_id=SEED.bulk_chat_id, message_id=ids)
+    text = str(info.value)
+    assert text.startswith(f"Could not save 2 of 3 message(s) of chat {SEED.bulk_chat_id} (the other 1 were saved)")
+    assert f"{ids[1]}: answered False" in text
+    assert f"{ids[2]}: answered None" in text
