@@ -21,6 +21,7 @@ from airflow_provider_bitrix24.client.config import OAuthCredentials
 from airflow_provider_bitrix24.client.oauth import (
     RACE_WAIT,
     SAVE_ATTEMPTS,
+    LoadTokens,
     NewSecrets,
     OAuthSession,
     SaveTokens,
@@ -116,7 +117,9 @@ def test_a_lost_race_waits_for_the_winners_pair_and_adopts_it():
     session = OAuthSession(CREDS, "chain")
     winner = TokenPair("fake-access-winner-01", "fake-refresh-winner-01", refreshed_at=time.time())
     loads = iter([None, None, None, winner])
-    runner = FlowRunner(LoadTokens=lambda a: next(loads), TokenRequest=lambda a: _invalid_grant())
+    runner = FlowRunner(
+        LoadTokens=lambda a: None if a.previous else next(loads), TokenRequest=lambda a: _invalid_grant()
+    )
     runner.run(session.refresh_flow(CREDS.access_token))
     assert session.pair == winner
     assert sum(isinstance(a, Wait) for a in runner.actions) == 3
@@ -248,3 +251,20 @@ def test_async_refresh_never_waits_for_a_thread_holding_the_sessions_thread_lock
     assert store.pair is not None
     assert store.pair.refresh_token != tokens["refresh_token"]
     assert stall < 0.5, f"the event loop stalled {stall:.2f} s"
+
+
+def test_a_refused_refresh_token_tries_the_pair_earlier_versions_kept_before_waiting():
+    session = OAuthSession(CREDS, "chain")
+    kept = TokenPair("fake-access-kept-0001", "fake-refresh-kept-0001")
+    answers = iter([_invalid_grant(), _answer("fake-access-new-0004", "fake-refresh-new-0004")])
+    runner = FlowRunner(
+        LoadTokens=lambda a: kept if a.previous else None,
+        TokenRequest=lambda a: next(answers),
+        SaveTokens=lambda a: None,
+    )
+    runner.run(session.refresh_flow(CREDS.access_token))
+    requests = [a for a in runner.actions if isinstance(a, TokenRequest)]
+    assert [r.params["refresh_token"] for r in requests] == [CREDS.refresh_token, kept.refresh_token]
+    assert session.pair.refresh_token == "fake-refresh-new-0004"
+    assert not any(isinstance(a, Wait) for a in runner.actions)
+    assert any(isinstance(a, LoadTokens) and a.previous for a in runner.actions)
