@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 import re
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from airflow_provider_bitrix24.sandbox.state import SEED_EPOCH, Chat, FileItem, Message, PortalState, User
@@ -41,7 +41,7 @@ _BB_RULES = [
 
 def iso(timestamp: float, offset_minutes: int) -> str:
     """ISO-8601 with the portal's offset, like PHP ``date('c')``."""
-    zone = UTC if offset_minutes == 0 else timezone(timedelta(minutes=offset_minutes))
+    zone = timezone.utc if offset_minutes == 0 else timezone(timedelta(minutes=offset_minutes))
     return datetime.fromtimestamp(int(timestamp), tz=zone).isoformat()
 
 

@@ -212,7 +212,7 @@ class SessionPoller:
         timeout = max(0.0, min(pending) - self._loop.time()) if pending else None
         if timeout == math.inf:
             timeout = None  # everything is in flight; a finished request wakes us up
-        with contextlib.suppress(TimeoutError):
+        with contextlib.suppress(asyncio.TimeoutError):  # not TimeoutError before Python 3.11
             await asyncio.wait_for(self._wakeup.wait(), timeout)
 
     async def _poll(self, chunk: dict[Target, list[Subscription]]) -> None:
