@@ -1,4 +1,4 @@
-"""The package metadata agrees with itself: Python range, classifiers, tool targets."""
+"""The package metadata agrees with itself: Python range, classifiers, tool targets, version source, changelog."""
 
 from __future__ import annotations
 
@@ -54,3 +54,21 @@ def test_common_compat_can_be_installed_on_every_supported_python(python):
     else:
         assert not specifier.contains("1.21.0")
         assert specifier.contains("1.22.0")
+
+
+def test_the_version_has_one_source():
+    assert "version" not in PYPROJECT["project"]
+    assert PYPROJECT["project"]["dynamic"] == ["version"]
+    source = ROOT / PYPROJECT["tool"]["hatch"]["version"]["path"]
+    import airflow_provider_bitrix24
+
+    assert re.search(rf'^__version__ = "{re.escape(airflow_provider_bitrix24.__version__)}"$', source.read_text(), re.M)
+
+
+def test_the_changelog_has_an_unreleased_section_in_keep_a_changelog_style():
+    text = (ROOT / "CHANGELOG.md").read_text()
+    assert text.startswith("# Changelog\n")
+    assert "## [Unreleased]" in text
+    headings = re.findall(r"^### (\w+)$", text, re.M)
+    assert headings
+    assert set(headings) <= {"Added", "Changed", "Deprecated", "Removed", "Fixed", "Security"}
