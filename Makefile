@@ -21,7 +21,7 @@ export UV_PYTHON_DOWNLOADS := never
 export NO_PROXY := 127.0.0.1,localhost,::1
 COMMA := ,
 
-.PHONY: demo test lint unit-airflow3 unit-airflow2 test-pythons bench soak e2e venvs clean
+.PHONY: demo test lint unit-airflow3 unit-airflow2 test-pythons package-check bench soak e2e venvs clean
 
 # A venv is (re)built only when pyproject.toml, the Airflow version or the Python version changed.
 # $(1): the venv, $(2): the Airflow version, $(3): the extras, $(4): the Python interpreter.
@@ -101,6 +101,11 @@ test-pythons: $(VENV_PY310)/.ready $(VENV_PY313)/.ready
 	$(VENV_PY310)/bin/pytest -m "$(FAST)" -p no:cacheprovider
 	$(VENV_PY313)/bin/pytest -m "$(FAST)" -p no:cacheprovider
 
+## make package-check: build the sdist and wheel, twine-check them, install the wheel into a clean venv with
+## Airflow 3.3 and check what a user gets (provider metadata, hook, console script, wheel contents).
+package-check:
+	@.ci/package-check "$(PYTHON)" "$(AIRFLOW3)"
+
 ## make demo: start the sandbox portal, run the example DAGs with `airflow dags test`, stop the sandbox.
 demo: $(VENV)/.ready
 	@$(VENV)/bin/python -m airflow_provider_bitrix24.sandbox.demo --home "$(DEMO_HOME)"
@@ -123,4 +128,5 @@ bench: $(VENV_BENCH)/.ready
 	$(VENV_BENCH)/bin/python benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) $(VENV2) $(VENV_BENCH) $(VENV_PY310) $(VENV_PY313) .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV2) $(VENV_BENCH) $(VENV_PY310) $(VENV_PY313) .venv-package .venv-package-tools dist \
+	  .demo .pytest_cache .mypy_cache .ruff_cache
