@@ -50,7 +50,7 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     "hidden-fields": ["schema", "port"],
     "relabeling": {"host": "Portal or webhook URL", "login": "Webhook user ID", "password": "Webhook code"},
     "placeholders": {
-        "host": "https://your-portal.bitrix24.com - the code goes in Webhook code (password), masked",
+        "host": "https://your-portal.bitrix24.com; code in Webhook code (password)",
         "login": "1: the number after /rest/ in the webhook URL",
         "password": "the code after /rest/<user ID>/ in the webhook URL; masked",
         "extra": '{"rate_limit": "standard", "timeout": 75}',
