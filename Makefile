@@ -6,6 +6,7 @@ AIRFLOW2 ?= 2.11.2
 VENV := .venv
 VENV2 := .venv-airflow2
 VENV_BENCH := .venv-bench
+VENV_BROWSER := .venv-browser
 VENV_PY310 := .venv-py310
 VENV_PY313 := .venv-py313
 # The lowest and the highest Python that Airflow 3.3 supports (Airflow 2.11 stops at 3.12, so these venvs get
@@ -15,13 +16,13 @@ find_python = $(shell for p in "$$(command -v python$(1))" $${PYENV_ROOT:-$$HOME
 PYTHON310 ?= $(call find_python,3.10)
 PYTHON313 ?= $(call find_python,3.13)
 # The fast selection: what `make test` runs on each Airflow and Python.
-FAST := not slow and not e2e
+FAST := not slow and not e2e and not browser
 DEMO_HOME := $(CURDIR)/.demo
 export UV_PYTHON_DOWNLOADS := never
 export NO_PROXY := 127.0.0.1,localhost,::1
 COMMA := ,
 
-.PHONY: demo test lint unit-airflow3 unit-airflow2 test-pythons package-check bench soak e2e venvs clean
+.PHONY: demo test lint unit-airflow3 unit-airflow2 test-pythons package-check browser bench soak e2e venvs clean
 
 # A venv is (re)built only when pyproject.toml, the Airflow version or the Python version changed.
 # $(1): the venv, $(2): the Airflow version, $(3): the extras, $(4): the Python interpreter.
@@ -106,6 +107,15 @@ test-pythons: $(VENV_PY310)/.ready $(VENV_PY313)/.ready
 package-check:
 	@.ci/package-check "$(PYTHON)" "$(AIRFLOW3)"
 
+$(VENV_BROWSER)/.ready: pyproject.toml
+	$(call make_venv,$(VENV_BROWSER),$(AIRFLOW3),dev$(COMMA)browser,$(PYTHON))
+	@touch $@
+
+## make browser: the Bitrix24 connection form in a real Airflow 3 UI, driven in Debian's headless Chromium
+## (.ci/install-browser installs it). Screenshots land in .artifacts/.
+browser: $(VENV_BROWSER)/.ready
+	$(VENV_BROWSER)/bin/pytest -m browser tests/browser -p no:cacheprovider
+
 ## make demo: start the sandbox portal, run the example DAGs with `airflow dags test`, stop the sandbox.
 demo: $(VENV)/.ready
 	@$(VENV)/bin/python -m airflow_provider_bitrix24.sandbox.demo --home "$(DEMO_HOME)"
@@ -128,5 +138,5 @@ bench: $(VENV_BENCH)/.ready
 	$(VENV_BENCH)/bin/python benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) $(VENV2) $(VENV_BENCH) $(VENV_PY310) $(VENV_PY313) .venv-package .venv-package-tools dist \
-	  .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV2) $(VENV_BENCH) $(VENV_BROWSER) $(VENV_PY310) $(VENV_PY313) .venv-package .venv-package-tools dist \
+	  .demo .artifacts .pytest_cache .mypy_cache .ruff_cache

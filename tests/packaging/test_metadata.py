@@ -72,3 +72,10 @@ def test_the_changelog_has_an_unreleased_section_in_keep_a_changelog_style():
     headings = re.findall(r"^### (\w+)$", text, re.M)
     assert headings
     assert set(headings) <= {"Added", "Changed", "Deprecated", "Removed", "Fixed", "Security"}
+
+
+def test_the_browser_marker_is_kept_out_of_the_fast_selection():
+    markers = PYPROJECT["tool"]["pytest"]["ini_options"]["markers"]
+    assert any(m.startswith("browser:") for m in markers)
+    makefile = (ROOT / "Makefile").read_text()
+    assert "FAST := not slow and not e2e and not browser" in makefile
