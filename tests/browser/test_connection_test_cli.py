@@ -27,9 +27,14 @@ def _run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def stored_oauth_connection(sandbox, airflow_db, monkeypatch):
     """An OAuth connection (from the environment, as a secrets backend holds it) whose access token has expired."""
+    from airflow.configuration import conf
+
     tokens = sandbox.issue_oauth_tokens(expired=True)
     set_conn(monkeypatch, CONN_ID, oauth_connection(sandbox, tokens))
     monkeypatch.setenv("AIRFLOW__CORE__TEST_CONNECTION", "Enabled")
+    # The CLI must encrypt Variables with the key this process decrypts them with: depending on whether Airflow
+    # was imported here before airflow.cfg was written, this process may have none while the file has one.
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", conf.get("core", "fernet_key", fallback="") or "")
     return tokens
 
 
