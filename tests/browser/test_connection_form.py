@@ -10,6 +10,7 @@ the documented workaround, reopen the connection. Screenshots land in ``.artifac
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -265,6 +266,23 @@ def _press_test(page: Any, conn_id: str) -> tuple[Any, Any, str]:
     return response.request, response, toast.inner_text()
 
 
+@contextlib.contextmanager
+def _port_sent_as_null(page: Any) -> Iterator[None]:
+    """What Airflow with the fix (apache/airflow#73298) does: a connection without a port is tested as such."""
+
+    def without_port_zero(route: Any) -> None:
+        body = route.request.post_data_json
+        if body.get("port") == 0:
+            body["port"] = None
+        route.continue_(post_data=json.dumps(body))
+
+    page.route("**/api/v2/connections/test", without_port_zero)
+    try:
+        yield
+    finally:
+        page.unroute("**/api/v2/connections/test")
+
+
 def test_the_add_form_shows_the_bitrix24_fields(page, airflow_ui):
     dialog = _open_add_form(page, airflow_ui)
     host = dialog.get_by_label("Portal or webhook URL")
@@ -348,19 +366,9 @@ def test_the_cli_test_is_the_workaround(airflow_ui, portal):
 
 
 def test_the_test_button_reports_the_hooks_answer_once_the_port_is_right(page, airflow_ui, portal):
-    # What Airflow with the fix does: a connection without a port is tested as such (the port sent as null).
-    def without_port_zero(route: Any) -> None:
-        body = route.request.post_data_json
-        if body.get("port") == 0:
-            body["port"] = None
-        route.continue_(post_data=json.dumps(body))
-
-    page.route("**/api/v2/connections/test", without_port_zero)
-    try:
+    with _port_sent_as_null(page):
         _connections(page, airflow_ui)
         _, response, shown = _press_test(page, CONN_ID)
-    finally:
-        page.unroute("**/api/v2/connections/test")
     assert response.status == 200, response.text()
     assert response.json()["status"] is True
     assert f"Connected to {portal.base_url} as user 1" in shown
@@ -429,18 +437,9 @@ def test_testing_an_oauth_connection_in_the_ui_leaves_it_usable(page, airflow_ui
     conn_id = "bitrix24_ui_oauth"
     airflow_ui.add_connection(conn_id, oauth_connection(portal, portal.issue_oauth_tokens(expired=True)))
 
-    def without_port_zero(route: Any) -> None:
-        body = route.request.post_data_json
-        if body.get("port") == 0:
-            body["port"] = None
-        route.continue_(post_data=json.dumps(body))
-
-    page.route("**/api/v2/connections/test", without_port_zero)
-    try:
+    with _port_sent_as_null(page):
         _connections(page, airflow_ui)
         _, response, shown = _press_test(page, conn_id)
-    finally:
-        page.unroute("**/api/v2/connections/test")
     assert response.json()["status"] is True, shown
     assert portal.stats()["oauth_requests"] >= 1  # the expired access token was refreshed: the chain rotated
 
