@@ -7,12 +7,23 @@ VENV := .venv
 VENV2 := .venv-airflow2
 VENV_BENCH := .venv-bench
 VENV_CELERY := .venv-celery
+VENV_BROWSER := .venv-browser
+VENV_PY310 := .venv-py310
+VENV_PY313 := .venv-py313
+# The lowest and the highest Python that Airflow 3.3 supports (Airflow 2.11 stops at 3.12, so these venvs get
+# Airflow 3 only). A pyenv shim that cannot run the version is passed over for pyenv's own build of it.
+find_python = $(shell for p in "$$(command -v python$(1))" $${PYENV_ROOT:-$$HOME/.pyenv}/versions/$(1).*/bin/python$(1); do \
+  [ -n "$$p" ] && "$$p" -c '' >/dev/null 2>&1 && { echo "$$p"; break; }; done)
+PYTHON310 ?= $(call find_python,3.10)
+PYTHON313 ?= $(call find_python,3.13)
+# The fast selection: what `make test` runs on each Airflow and Python.
+FAST := not slow and not e2e and not browser
 DEMO_HOME := $(CURDIR)/.demo
 export UV_PYTHON_DOWNLOADS := never
 export NO_PROXY := 127.0.0.1,localhost,::1
 COMMA := ,
 
-.PHONY: demo test lint unit-airflow3 unit-airflow2 bench soak e2e e2e-celery venvs clean
+.PHONY: demo test lint unit-airflow3 unit-airflow2 test-pythons package-check browser bench soak e2e e2e-celery venvs clean
 
 # A venv is (re)built only when pyproject.toml, the Airflow version or the Python version changed.
 # $(1): the venv, $(2): the Airflow version, $(3): the extras, $(4): the Python interpreter.
@@ -60,13 +71,51 @@ lint: $(VENV)/.ready
 	$(VENV)/bin/mypy
 
 unit-airflow3: $(VENV)/.ready
-	$(VENV)/bin/pytest -m "not slow and not e2e" -p no:cacheprovider
+	$(VENV)/bin/pytest -m "$(FAST)" -p no:cacheprovider
 
 unit-airflow2: $(VENV2)/.ready
-	$(VENV2)/bin/pytest -m "not slow and not e2e" -p no:cacheprovider
+	$(VENV2)/bin/pytest -m "$(FAST)" -p no:cacheprovider
 
 ## make test: lint, type-check, and run every fast test on Airflow 3.3 and on Airflow 2.11.
 test: lint unit-airflow3 unit-airflow2
+
+# $(1): the interpreter, $(2): the X.Y it must be, $(3): the variable that names it.
+define require_python
+	@py="$(1)"; if [ -z "$$py" ] || ! "$$py" -c 'import sys; sys.exit(sys.version_info[:2] != tuple(map(int, "$(2)".split("."))))' 2>/dev/null; then \
+	  echo "No working Python $(2): $(3)='$$py'. Install Python $(2), or run: make $(MAKECMDGOALS) $(3)=/path/to/python$(2)" >&2; \
+	  exit 1; \
+	fi
+endef
+
+$(VENV_PY310)/.ready: pyproject.toml
+	$(call require_python,$(PYTHON310),3.10,PYTHON310)
+	$(call make_venv,$(VENV_PY310),$(AIRFLOW3),dev,$(PYTHON310),PYTHON310)
+	@touch $@
+
+$(VENV_PY313)/.ready: pyproject.toml
+	$(call require_python,$(PYTHON313),3.13,PYTHON313)
+	$(call make_venv,$(VENV_PY313),$(AIRFLOW3),dev,$(PYTHON313),PYTHON313)
+	@touch $@
+
+## make test-pythons: the fast tests on Airflow 3.3 under the lowest and the highest supported Python (3.10,
+## 3.13). Airflow 2.11 does not support Python 3.13, so Airflow 2 is tested on $(PYTHON) only (make test).
+test-pythons: $(VENV_PY310)/.ready $(VENV_PY313)/.ready
+	$(VENV_PY310)/bin/pytest -m "$(FAST)" -p no:cacheprovider
+	$(VENV_PY313)/bin/pytest -m "$(FAST)" -p no:cacheprovider
+
+## make package-check: build the sdist and wheel, twine-check them, install the wheel into a clean venv with
+## Airflow 3.3 and check what a user gets (provider metadata, hook, console script, wheel contents).
+package-check:
+	@.ci/package-check "$(PYTHON)" "$(AIRFLOW3)"
+
+$(VENV_BROWSER)/.ready: pyproject.toml
+	$(call make_venv,$(VENV_BROWSER),$(AIRFLOW3),dev$(COMMA)browser,$(PYTHON))
+	@touch $@
+
+## make browser: the Bitrix24 connection form in a real Airflow 3 UI, driven in Debian's headless Chromium
+## (.ci/install-browser installs it). Screenshots land in .artifacts/.
+browser: $(VENV_BROWSER)/.ready
+	$(VENV_BROWSER)/bin/pytest -m browser tests/browser -p no:cacheprovider
 
 ## make demo: start the sandbox portal, run the example DAGs with `airflow dags test`, stop the sandbox.
 demo: $(VENV)/.ready
@@ -101,4 +150,5 @@ bench: $(VENV_BENCH)/.ready
 	$(VENV_BENCH)/bin/python benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) $(VENV2) $(VENV_BENCH) $(VENV_CELERY) .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV2) $(VENV_BENCH) $(VENV_CELERY) $(VENV_BROWSER) $(VENV_PY310) $(VENV_PY313) .venv-package .venv-package-tools dist \
+	  .demo .artifacts .pytest_cache .mypy_cache .ruff_cache

@@ -42,14 +42,17 @@ def get_provider_info() -> dict[str, Any]:
     }
 
 
-#: Standard fields of the connection form: what they mean for a Bitrix24 connection.
+#: Standard fields of the connection form: what they mean for a Bitrix24 connection. The labels are the ones
+#: configuration errors name (``airflow_provider_bitrix24.client.config.FIELD_LABELS``). The placeholders lead to
+#: the split webhook form: Airflow masks the password field, but shows the host in clear in its connections list
+#: and in this form, so a full webhook URL in host would show its code to everyone who can see connections.
 UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     "hidden-fields": ["schema", "port"],
     "relabeling": {"host": "Portal or webhook URL", "login": "Webhook user ID", "password": "Webhook code"},
     "placeholders": {
-        "host": "https://your-portal.bitrix24.com/rest/1/your-webhook-code/",
-        "login": "1 (only when host is the portal URL)",
-        "password": "webhook code (only when host is the portal URL)",
+        "host": "https://your-portal.bitrix24.com; code in Webhook code (password)",
+        "login": "1: the number after /rest/ in the webhook URL",
+        "password": "the code after /rest/<user ID>/ in the webhook URL; masked",
         "extra": '{"rate_limit": "standard", "timeout": 75}',
     },
 }
@@ -58,8 +61,21 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
 CONN_FIELDS: dict[str, Any] = {
     "auth_type": {
         "label": "Auth type",
-        "description": "'webhook' (inbound webhook, the default) or 'oauth' (OAuth application).",
-        "schema": {"type": ["string", "null"], "enum": ["webhook", "oauth", None], "default": "webhook"},
+        "description": (
+            "webhook (inbound webhook, the default) or oauth (OAuth application). Webhook: the portal URL in "
+            "Portal or webhook URL (host), the user ID in Webhook user ID (login) and the code in Webhook code "
+            "(password), which Airflow masks. A full webhook URL in Portal or webhook URL (host) works too, but "
+            "Airflow then shows it, code included, in clear in the connections list and in this form. OAuth: "
+            "the portal URL in host and the OAuth fields below."
+        ),
+        # No null in the enum: Airflow 3's form would offer it as a literal "null" option. (Airflow 2's form has
+        # no selector for provider fields: a text field, where webhook or oauth is typed.)
+        "schema": {
+            "type": "string",
+            "enum": ["webhook", "oauth"],
+            "default": "webhook",
+            "values_display": {"webhook": "Inbound webhook", "oauth": "OAuth application"},
+        },
     },
     "client_id": {
         "label": "OAuth client ID",
@@ -73,7 +89,7 @@ CONN_FIELDS: dict[str, Any] = {
     },
     "refresh_token": {
         "label": "OAuth refresh token",
-        "description": "Initial refresh token; rotated tokens are kept in the Variable bitrix24_oauth__<conn_id>.",
+        "description": "Initial refresh token; the hook keeps the rotated tokens in an Airflow Variable.",
         "schema": {"type": ["string", "null"], "format": "password"},
     },
     "access_token": {
@@ -89,9 +105,12 @@ CONN_FIELDS: dict[str, Any] = {
     "rate_limit": {
         "label": "Rate limit",
         "description": (
-            "'standard' (burst 50, 2 req/s), 'enterprise' (250, 5 req/s) or {\"burst\": N, \"per_second\": R}."
+            "standard (burst 50, then 2 requests/s), enterprise (burst 250, then 5 requests/s), or a JSON object "
+            '{"burst": N, "per_second": R}.'
         ),
-        "schema": {"type": ["string", "null"], "default": "standard"},
+        # A preset name or an object: the form shows a stored object as JSON (a plain string field would show
+        # "[object Object]") and sends what is typed as a string or, when it is a JSON object, as that object.
+        "schema": {"type": ["string", "object", "null"], "default": "standard"},
     },
     "timeout": {
         "label": "Timeout (seconds)",

@@ -169,7 +169,7 @@ def worker(argv: list[str]) -> None:
         print(f"READY {time.time()}", flush=True)
         try:
             await asyncio.wait_for(asyncio.shield(run), args.deadline)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # not TimeoutError before Python 3.11
             run.cancel()
             await asyncio.gather(run, return_exceptions=True)
 

@@ -18,7 +18,7 @@ import json
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = {
             "data": data,
             "quick": args.quick,
-            "measured_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "measured_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "seconds": round(time.monotonic() - began, 1),
         }
         log(f"{name} done in {results[name]['seconds']:.0f} s")

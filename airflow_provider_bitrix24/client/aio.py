@@ -124,7 +124,7 @@ class AsyncBitrix24Client:
             response = await asyncio.wait_for(
                 self._exchange(method, url, rest_method, json_body=json_body, params=params), timeout
             )
-        except (asyncio.TimeoutError, httpx.TimeoutException):  # noqa: UP041 - not TimeoutError on Python 3.10
+        except (asyncio.TimeoutError, httpx.TimeoutException):  # not TimeoutError before Python 3.11
             failure = Bitrix24TransportError("TIMEOUT", f"no whole answer within {timeout:g} s", method=rest_method)
         except httpx.HTTPError as exc:
             failure = Bitrix24TransportError(

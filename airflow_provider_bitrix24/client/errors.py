@@ -79,11 +79,19 @@ def _rebuild(
 
 
 class Bitrix24ConfigError(Bitrix24Error, ValueError):
-    """The connection settings are malformed; raised before any request is sent."""
+    """
+    The connection settings are malformed; raised before any request is sent.
 
-    def __init__(self, field: str, problem: str) -> None:
+    :param field: The field as stored, e.g. ``login`` or ``extra.rate_limit``.
+    :param problem: What is wrong with it; never the value of a field that may hold a secret.
+    :param label: How the connection form labels the field; the message then names both, e.g.
+        ``Webhook user ID (login)``.
+    """
+
+    def __init__(self, field: str, problem: str, *, label: str | None = None) -> None:
         self.field = field
-        super().__init__("INVALID_CONNECTION", f"{field}: {problem}")
+        self.label = label
+        super().__init__("INVALID_CONNECTION", f"{label} ({field}): {problem}" if label else f"{field}: {problem}")
 
 
 class Bitrix24TransportError(Bitrix24Error):

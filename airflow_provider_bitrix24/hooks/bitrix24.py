@@ -23,11 +23,12 @@ TOKEN_VARIABLE_PREFIX = "bitrix24_oauth__"
 def _mask(secret: str) -> None:
     try:
         from airflow.providers.common.compat.sdk import mask_secret
-    except ImportError:  # common-compat older than 1.22 (the newest for Python 3.10)
+    except ImportError:  # common-compat < 1.22 (the newest one Python 3.10 can install)
         try:
-            from airflow.sdk.log import mask_secret
+            from airflow.sdk.log import mask_secret  # Airflow 3
         except ImportError:
-            from airflow.utils.log.secrets_masker import mask_secret  # type: ignore[no-redef]
+            from airflow.utils.log.secrets_masker import mask_secret  # type: ignore[no-redef]  # Airflow 2
+
     mask_secret(secret)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from airflow_provider_bitrix24.sandbox.state import SEED_EPOCH, Chat, FileItem, Message, PortalState, User
@@ -57,7 +57,7 @@ def iso(timestamp: float, offset_minutes: int) -> str:
 
 
 def _zoned(timestamp: float, offset_minutes: int) -> datetime:
-    zone = UTC if offset_minutes == 0 else timezone(timedelta(minutes=offset_minutes))
+    zone = timezone.utc if offset_minutes == 0 else timezone(timedelta(minutes=offset_minutes))
     return datetime.fromtimestamp(int(timestamp), tz=zone)
 
 

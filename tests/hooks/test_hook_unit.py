@@ -44,7 +44,7 @@ def test_split_connection(monkeypatch):
 
 def test_malformed_connection_raises_naming_the_field(monkeypatch):
     set_conn(monkeypatch, "b24_bad", {"conn_type": "bitrix24", "host": "portal.bitrix24.com", "password": CODE})
-    with pytest.raises(Bitrix24ConfigError, match=r"^INVALID_CONNECTION: login: is empty"):
+    with pytest.raises(Bitrix24ConfigError, match=r"^INVALID_CONNECTION: Webhook user ID \(login\): is empty"):
         Bitrix24Hook(bitrix24_conn_id="b24_bad").config  # noqa: B018
 
 

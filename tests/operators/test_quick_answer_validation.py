@@ -95,6 +95,8 @@ def test_bad_connection_fails_before_any_request(sandbox, monkeypatch):
         "AIRFLOW_CONN_BITRIX24_DEFAULT", '{"conn_type": "bitrix24", "host": "http://portal.example.com/rest/1/abcd/"}'
     )
     op = SaveQuickAnswerOperator(task_id="save", chat_id=1, message_id=2)
-    with pytest.raises(AirflowFailException, match=r"^INVALID_CONNECTION: host: uses plain http"):
+    with pytest.raises(
+        AirflowFailException, match=r"^INVALID_CONNECTION: Portal or webhook URL \(host\): uses plain http"
+    ):
         op.execute(context={})
     assert sandbox.stats()["requests"] == 0

@@ -16,6 +16,7 @@ import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_bitrix24.client.aio import AsyncBitrix24Client
+from airflow_provider_bitrix24.client.config import field_title
 from airflow_provider_bitrix24.client.sync import SyncTransport
 from airflow_provider_bitrix24.operators.quick_answer import SaveQuickAnswerOperator
 from airflow_provider_bitrix24.sandbox.state import SEED
@@ -121,8 +122,8 @@ CONNECTION_CASES = [
     Case("host with user and password", "host", conn={"host": "http://user:pw@{netloc}/rest/1/{code}/"}),
     Case("host with query string", "host", conn={"host": WEBHOOK + "?debug=1"}),
     Case("host with another path", "host", conn={"host": "{base}/crm/deal/"}),
-    Case("webhook user id not a number", "host (webhook user id)", conn={"host": "{base}/rest/admin/{code}/"}),
-    Case("webhook code with a space", "host (webhook code)", conn={"host": "{base}/rest/1/bad code/"}),
+    Case("webhook user id not a number", "host", conn={"host": "{base}/rest/admin/{code}/"}),
+    Case("webhook code with a space", "host", conn={"host": "{base}/rest/1/bad code/"}),
     Case("login not a number", "login", conn={"host": "{base}", "login": "admin", "password": "{code}"}),
     Case("login missing", "login", conn={"host": "{base}", "password": "{code}"}),
     Case("password missing", "password", conn={"host": "{base}", "login": "1"}),
@@ -216,7 +217,7 @@ def _expect(case: Case, task: Any, leak_scan: Any, *, connection: bool) -> None:
         task.execute(context={})
     leak_scan.exception(f"bad input {case.name}", info.value)
     message = str(info.value)
-    prefix = f"INVALID_CONNECTION: {case.field}:" if connection else f"{case.field}:"
+    prefix = f"INVALID_CONNECTION: {field_title(case.field)}:" if connection else f"{case.field}:"
     assert message.startswith(prefix), message
 
 

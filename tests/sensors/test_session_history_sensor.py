@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from types import SimpleNamespace
 
 import pytest
@@ -115,7 +115,7 @@ def test_poke_mode_waits_for_a_message_that_appears_later(sandbox, webhook_conn)
 def test_reschedule_mode_waits_for_a_message_that_appears_later(sandbox, webhook_conn, airflow_db):
     after = _last_id(sandbox)
     expected = sandbox.add_message(SESSION, OPERATOR, "Fixed on our side", delay=2)
-    first_try = datetime.now(UTC)
+    first_try = datetime.now(timezone.utc)
     ti = SimpleNamespace(
         dag_id="d",
         task_id="wait",
@@ -136,7 +136,7 @@ def test_reschedule_mode_waits_for_a_message_that_appears_later(sandbox, webhook
         except AirflowRescheduleException as exc:
             reschedules += 1
             assert time.monotonic() < deadline
-            time.sleep(max(0.0, (exc.reschedule_date - datetime.now(UTC)).total_seconds()))
+            time.sleep(max(0.0, (exc.reschedule_date - datetime.now(timezone.utc)).total_seconds()))
     assert [m["id"] for m in result] == [expected]
     assert reschedules >= 2
 
