@@ -425,14 +425,6 @@ def test_a_rate_limit_object_stored_from_the_cli_opens_as_json_and_saves_as_type
     assert airflow_ui.hook_config(conn_id)["rate_limit"] == [250, 5.0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "Airflow tests a connection under a random connection id, and the hook keys the rotated OAuth tokens by "
-        "connection id: the UI's Test leaves the stored connection with a used-up refresh token (invalid_grant)"
-    ),
-)
 def test_testing_an_oauth_connection_in_the_ui_leaves_it_usable(page, airflow_ui, portal):
     conn_id = "bitrix24_ui_oauth"
     airflow_ui.add_connection(conn_id, oauth_connection(portal, portal.issue_oauth_tokens(expired=True)))
