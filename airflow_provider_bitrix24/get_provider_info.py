@@ -127,4 +127,13 @@ CONN_FIELDS: dict[str, Any] = {
         "description": "true, false, or the path of a CA bundle.",
         "schema": {"type": ["string", "boolean", "null"]},
     },
+    "redis_conn_id": {
+        "label": "Redis connection ID (shared limits)",
+        "description": (
+            "Optional: the id of an Airflow Redis connection. Every worker, machine and triggerer using this "
+            "connection then shares the portal's rate limit, blocked methods and the OAuth refresh through it. "
+            "Set it when several processes call the same portal at once; empty keeps the limits per process."
+        ),
+        "schema": {"type": ["string", "null"]},
+    },
 }

@@ -72,6 +72,7 @@ FIELD_LABELS: Final[dict[str, str]] = {
     "extra.timeout": "Timeout (seconds)",
     "extra.max_retries": "Max retries",
     "extra.verify": "TLS verification",
+    "extra.redis_conn_id": "Redis connection ID (shared limits)",
 }
 
 

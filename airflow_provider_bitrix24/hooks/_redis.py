@@ -12,6 +12,7 @@ import hashlib
 import threading
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_bitrix24.client.config import field_label
 from airflow_provider_bitrix24.client.errors import Bitrix24ConfigError
 
 if TYPE_CHECKING:
@@ -28,10 +29,16 @@ def redis_kwargs(conn: Any, conn_id: str) -> dict[str, Any]:
     extra = conn.extra_dejson if isinstance(conn.extra_dejson, dict) else {}
     if extra.get("cluster"):
         raise Bitrix24ConfigError(
-            "extra.redis_conn_id", f"the Redis connection {conn_id!r} is a cluster; give a single Redis server"
+            "extra.redis_conn_id",
+            f"the Redis connection {conn_id!r} is a cluster; give a single Redis server",
+            label=field_label("extra.redis_conn_id"),
         )
     if not conn.host:
-        raise Bitrix24ConfigError("extra.redis_conn_id", f"the Redis connection {conn_id!r} has no host")
+        raise Bitrix24ConfigError(
+            "extra.redis_conn_id",
+            f"the Redis connection {conn_id!r} has no host",
+            label=field_label("extra.redis_conn_id"),
+        )
     password = conn.password if str(conn.password).lower() not in ("none", "false", "") else None
     kwargs: dict[str, Any] = {
         "host": conn.host,

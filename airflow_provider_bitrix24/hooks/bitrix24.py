@@ -222,14 +222,19 @@ class Bitrix24Hook(BaseHook):
     @staticmethod
     def _redis_conn_id(conn: Any) -> str | None:
         """The ``redis_conn_id`` extra: the Airflow Redis connection through which processes share the limits."""
+        from airflow_provider_bitrix24.client.config import field_label
         from airflow_provider_bitrix24.client.errors import Bitrix24ConfigError
 
         extra = conn.extra_dejson if isinstance(conn.extra_dejson, dict) else {}
         value = extra.get("redis_conn_id")
-        if value in (None, ""):
+        if value is None or (isinstance(value, str) and not value.strip()):
             return None
-        if not isinstance(value, str) or not value.strip():
-            raise Bitrix24ConfigError("extra.redis_conn_id", "must be the id of an Airflow Redis connection")
+        if not isinstance(value, str):
+            raise Bitrix24ConfigError(
+                "extra.redis_conn_id",
+                "must be the id of an Airflow Redis connection",
+                label=field_label("extra.redis_conn_id"),
+            )
         return value.strip()
 
     @cached_property

@@ -101,3 +101,43 @@ def test_connection_form_for_airflow_2():
     behaviour = Bitrix24Hook.get_ui_field_behaviour()
     assert behaviour["relabeling"]["password"] == "Webhook code"
     assert "port" in behaviour["hidden_fields"]
+
+
+def test_redis_conn_id_shares_the_limits_through_that_redis_connection(monkeypatch):
+    from airflow_provider_bitrix24.client.limits_redis import RedisLimiter
+
+    set_conn(
+        monkeypatch, "b24_redis_limits", {"conn_type": "redis", "host": "127.0.0.1", "port": 6399, "password": "x"}
+    )
+    set_conn(
+        monkeypatch,
+        "b24_shared",
+        {
+            "conn_type": "bitrix24",
+            "host": "portal.bitrix24.com",
+            "login": "4",
+            "password": CODE,
+            "extra": {"redis_conn_id": "b24_redis_limits"},
+        },
+    )
+    limiter = Bitrix24Hook(bitrix24_conn_id="b24_shared").client.engine.limiter
+    assert isinstance(limiter, RedisLimiter)  # built without connecting: Redis is first asked at the first call
+    assert "127.0.0.1:6399 (b24_redis_limits)" in repr(limiter)
+    assert "bucket" in repr(limiter)
+
+
+@pytest.mark.parametrize("value", [5, ["redis"], "   "])
+def test_a_malformed_redis_conn_id_is_refused_naming_the_field(monkeypatch, value):
+    extra = {"redis_conn_id": value}
+    set_conn(
+        monkeypatch,
+        "b24_bad_redis",
+        {"conn_type": "bitrix24", "host": "portal.bitrix24.com", "login": "4", "password": CODE, "extra": extra},
+    )
+    if value == "   ":  # blank means "not set": limits stay per process
+        from airflow_provider_bitrix24.client.limits import LocalLimiter
+
+        assert isinstance(Bitrix24Hook(bitrix24_conn_id="b24_bad_redis").client.engine.limiter, LocalLimiter)
+        return
+    with pytest.raises(Bitrix24ConfigError, match=r"^INVALID_CONNECTION: Redis connection ID \(shared limits\)"):
+        Bitrix24Hook(bitrix24_conn_id="b24_bad_redis").client  # noqa: B018
