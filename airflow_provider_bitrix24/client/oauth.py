@@ -40,7 +40,7 @@ from airflow_provider_bitrix24.client.redaction import register_secret
 
 TOKEN_METHOD: Final = "oauth/token"
 #: How long a process that lost a refresh race waits for the winner's pair to appear in the store.
-RACE_WAIT: Final = 20.0
+RACE_WAIT: Final = 10.0
 RACE_POLL: Final = 0.5
 #: Attempts to store a rotated pair before the refresh fails loudly.
 SAVE_ATTEMPTS: Final = 3

@@ -42,6 +42,8 @@ SLOW = 1.0
 #: Stands for the portal's 60 s execution cut-off, scaled down like the timeout.
 CUTOFF = 1.2
 RETRIES = 3
+#: How long a method refused without a reset time is held (10 s against a real portal).
+UNKNOWN_BLOCK = 0.3
 
 HTTP_FAULTS: tuple[dict[str, Any], ...] = (
     {"kind": "error", "error": "QUERY_LIMIT_EXCEEDED", "status": 503},
@@ -140,6 +142,8 @@ def _soak(
         "RetryPolicy",
         functools.partial(RetryPolicy, base_delay=0.01, max_delay=0.05, jitter=0.0, server_cutoff=CUTOFF),
     )
+    # A refusal without a time block holds the method 10 s on a real portal; scaled down like the timeout.
+    monkeypatch.setattr(core, "UNKNOWN_BLOCK", UNKNOWN_BLOCK)
     schedule = FaultSchedule(FAULT_RATE, seed)
     monkeypatch.setattr(portal.engine, "faults", schedule)
     # Short operating windows, so that a method blocked by OPERATION_TIME_LIMIT is reported to unblock soon.

@@ -84,8 +84,11 @@ def test_one_refresh_serves_eight_threads_and_the_next_process_when_all_meet_exp
     assert len(results) == THREADS
     stats = portal.stats()
     assert stats["oauth_requests"] == 1
-    assert stats["errors"] == {"expired_token": THREADS}
-    assert stats["by_status"] == {"401": THREADS, "200": THREADS}
+    # Every thread sent the expired token, unless (on a slow machine) it started after the new pair was stored.
+    expired = stats["errors"].get("expired_token", 0)
+    assert 1 <= expired <= THREADS, stats
+    assert set(stats["errors"]) == {"expired_token"}
+    assert stats["by_status"] == {"401": expired, "200": THREADS}
     assert stored.refresh_token != REFRESH
     assert stored.access_token != ACCESS
 
@@ -105,4 +108,4 @@ def test_one_refresh_serves_eight_threads_and_the_next_process_when_all_meet_exp
     assert outcome == {"user": "1", "refreshes": 0}
     stats = portal.stats()
     assert stats["oauth_requests"] == 1  # no second refresh: the stored access token was used as is
-    assert stats["by_status"] == {"401": THREADS, "200": THREADS + 1}
+    assert stats["by_status"] == {"401": expired, "200": THREADS + 1}
