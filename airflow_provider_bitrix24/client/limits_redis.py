@@ -155,18 +155,24 @@ class RedisLimiter:
             self._warned = False
             log.info("Redis at %s answers again; the Bitrix24 limits are shared again", self.where)
 
-    def _sync_script(self, name: str, source: str) -> Any:
+    def _sync_client(self) -> redis.Redis:
         with self._guard:
             if self._sync is None:
                 if self._sync_factory is None:
                     raise redis.ConnectionError("no sync Redis client configured")
                 self._sync = self._sync_factory()
+            return self._sync
+
+    def _sync_script(self, name: str, source: str) -> Any:
+        client = self._sync_client()
+        with self._guard:
             script = self._sync_scripts.get(name)
             if script is None:
-                script = self._sync_scripts[name] = self._sync.register_script(source)
+                script = self._sync_scripts[name] = client.register_script(source)
             return script
 
-    def _async_script(self, name: str, source: str) -> Any:
+    def _async_entry(self) -> tuple[Any, dict[str, Any]]:
+        """This event loop's client and its registered scripts (asyncio clients are bound to one loop)."""
         loop = asyncio.get_running_loop()
         with self._guard:  # dictionary bookkeeping only, never held across I/O
             entry = self._async.get(loop)
@@ -174,7 +180,11 @@ class RedisLimiter:
                 if self._async_factory is None:
                     raise redis.ConnectionError("no asyncio Redis client configured")
                 entry = self._async[loop] = (self._async_factory(), {})
-            client, scripts = entry
+            return entry
+
+    def _async_script(self, name: str, source: str) -> Any:
+        client, scripts = self._async_entry()
+        with self._guard:
             script = scripts.get(name)
             if script is None:
                 script = scripts[name] = client.register_script(source)
@@ -268,12 +278,8 @@ class RedisLimiter:
         lock = None
         if self._available():
             try:
-                with self._guard:
-                    if self._sync is None and self._sync_factory is not None:
-                        self._sync = self._sync_factory()
-                if self._sync is None:
-                    raise redis.ConnectionError("no sync Redis client configured")
-                candidate = self._sync.lock(self.lock_prefix + name, timeout=LOCK_TIMEOUT, blocking_timeout=LOCK_WAIT)
+                client = self._sync_client()
+                candidate = client.lock(self.lock_prefix + name, timeout=LOCK_TIMEOUT, blocking_timeout=LOCK_WAIT)
                 if candidate.acquire():
                     lock = candidate
                 else:
@@ -292,9 +298,7 @@ class RedisLimiter:
         lock = None
         if self._available():
             try:
-                loop = asyncio.get_running_loop()
-                self._async_script("acquire", _ACQUIRE)  # makes this loop's client
-                client = self._async[loop][0]
+                client, _ = self._async_entry()
                 candidate = client.lock(self.lock_prefix + name, timeout=LOCK_TIMEOUT, blocking_timeout=LOCK_WAIT)
                 if await candidate.acquire():
                     lock = candidate
