@@ -196,8 +196,11 @@ class BatchRun:
         return None
 
     def wake_in(self) -> float | None:
-        """Seconds until a delayed request becomes ready, when nothing is in flight to wake the driver sooner."""
-        if self.stopped or not self._queue:
+        """
+        Seconds until a delayed request becomes ready; ``None`` when nothing is left to send, or when the window is
+        full, since then only an answer lets the next request go (the driver waits for one instead of polling).
+        """
+        if self.stopped or not self._queue or self.in_flight >= self._cap():
             return None
         return max(0.0, min(p.not_before for p in self._queue) - self._clock())
 

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from airflow_provider_bitrix24.client import AsyncBitrix24Client, Bitrix24Client, parse_connection
-from airflow_provider_bitrix24.client.pipeline import AdaptiveWindow, Progress
+from airflow_provider_bitrix24.client.pipeline import AdaptiveWindow, BatchRun, Progress
 from airflow_provider_bitrix24.sandbox.state import SEED
 
 SAVE = "imopenlines.message.quick.save"
@@ -176,3 +176,32 @@ def test_a_batch_refused_for_its_budget_waits_for_the_reset_the_answers_announce
     assert refused in (1, 2), stats
     assert stats["by_method"]["batch"] == 3 + refused  # ... and sent once more after the reset, not hammered
     assert elapsed < 9.0  # the announced reset (within 3 s), not the 10 s kept for an unknown one
+
+
+def test_a_full_window_waits_for_an_answer_instead_of_polling(sandbox, monkeypatch):
+    """While every place of the window is taken, only an answer can let the next request go: no busy loop."""
+    sandbox.inject_fault("batch", "slow", count=4, delay=0.5)
+    calls = Counter[str]()
+    original = BatchRun.wake_in
+
+    def counted(self: BatchRun) -> float | None:
+        calls["wake_in"] += 1
+        return original(self)
+
+    monkeypatch.setattr(BatchRun, "wake_in", counted)
+    ids = BULK[:400]
+    with _client(sandbox, rate_limit={"burst": 2, "per_second": 1000}) as client:
+        items = client.batch(_saves(ids))
+    assert all(item.ok for item in items)
+    # Eight requests, two at a time: one wait per answer, not one per turn of a loop.
+    assert calls["wake_in"] <= 2 * 8, calls
+
+
+def test_wake_in_is_none_while_the_window_is_full(sandbox):
+    with _client(sandbox) as client:
+        run = BatchRun(client.engine, list(_saves(BULK[:200]).values()), window=AdaptiveWindow(ceiling=2))
+        assert run.next_job() is not None
+        assert run.wake_in() == 0.0  # a place is free and requests are ready
+        assert run.next_job() is not None
+        assert run.next_job() is None
+        assert run.wake_in() is None
