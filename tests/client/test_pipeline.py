@@ -205,3 +205,62 @@ def test_wake_in_is_none_while_the_window_is_full(sandbox):
         assert run.next_job() is not None
         assert run.next_job() is None
         assert run.wake_in() is None
+
+
+def test_a_spread_run_takes_an_equal_share_of_the_window_per_request(sandbox):
+    """1,000 saves over a window of 50: 50 requests of 20, each message in exactly one, results in input order."""
+    sandbox.configure(quick_save_race=True, race_window=0.001)
+    updates: list[Progress] = []
+    ids = BULK[:1000]
+    with _client(sandbox) as client:
+        items = client.batch(_saves(ids), on_progress=updates.append, spread=True)
+    assert [item.key for item in items] == [str(m) for m in ids]
+    assert all(item.ok and item.result is True for item in items)
+    assert sandbox.stats()["by_method"] == {"batch": 50}
+    assert sorted(len(u.items) for u in updates) == [20] * 50
+    sent = [item.key for u in updates for item in u.items]
+    assert sorted(sent) == sorted(str(m) for m in ids)  # no message in two requests
+    per_message = Counter(a["message_id"] for a in sandbox.quick_answers())
+    assert {per_message[m] for m in ids} == {1}
+
+
+@pytest.mark.parametrize(
+    ("count", "burst", "expected"),
+    [
+        (1000, 5, [50] * 20),  # beyond what the window holds: full batches, the bucket sets the pace
+        (120, 50, [10] * 12),  # never fewer than ten commands per request
+        (2000, 50, [40] * 50),
+    ],
+)
+def test_a_spread_run_keeps_requests_full_when_the_window_is_small(sandbox, count, burst, expected):
+    updates: list[Progress] = []
+    with _client(sandbox, rate_limit={"burst": burst, "per_second": 1000}) as client:
+        items = client.batch(_saves(BULK[:count]), on_progress=updates.append, spread=True)
+    assert all(item.ok for item in items)
+    assert sorted((len(u.items) for u in updates), reverse=True) == expected
+
+
+def test_a_spread_run_keeps_commands_that_refer_to_each_other_in_requests_of_fifty(sandbox):
+    commands = {
+        "dialog": ("imopenlines.dialog.get", {"CHAT_ID": SEED.support_chat_id}),
+        "again": ("imopenlines.dialog.get", {"CHAT_ID": "$result[dialog][id]"}),
+        **_saves(BULK[:98]),
+    }
+    with _client(sandbox) as client:
+        items = client.batch(commands, spread=True)
+    assert all(item.ok for item in items), [i.error for i in items if i.error][:3]
+    assert items[1].result["id"] == SEED.support_chat_id
+    assert sandbox.stats()["by_method"] == {"batch": 2}
+
+
+def test_the_async_client_spreads_the_same_way(sandbox):
+    ids = BULK[:500]
+
+    async def main():
+        async with AsyncBitrix24Client(parse_connection(host=sandbox.webhook_url)) as client:
+            return await client.batch(_saves(ids), spread=True)
+
+    items = asyncio.run(main())
+    assert [item.key for item in items] == [str(m) for m in ids]
+    assert all(item.ok for item in items)
+    assert sandbox.stats()["by_method"] == {"batch": 50}  # 500 over a window of 50: ten per request
