@@ -184,6 +184,20 @@ def _idle(times: list[float], since: float, until: float) -> float:
     return max(b - a for a, b in itertools.pairwise(marks))
 
 
+def _settle(bench_portal: BenchPortal, quiet: float = 2 * request_seconds(BATCH_LIMIT), limit: float = 60.0) -> None:
+    """
+    Wait until the portal has answered nothing for ``quiet`` seconds: requests a stopped contender left in flight
+    are still being processed, and must be counted in its run, not in the next one.
+    """
+    deadline = time.monotonic() + limit
+    count, since = bench_portal.stats()["requests"], time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - since < quiet:
+        time.sleep(0.25)
+        now = bench_portal.stats()["requests"]
+        if now != count:
+            count, since = now, time.monotonic()
+
+
 def _one_run(
     bench_portal: BenchPortal, env: dict[str, str], common: list[str], contender: str, n: int, cap: float
 ) -> dict[str, Any]:
@@ -202,6 +216,7 @@ def _one_run(
         error = f"stopped at the {cap:.0f} s cap" if killed else (lines[-1] if lines else "failed")[:200]
         out = {"wall_s": ended - began, "started": began, "finished": ended, "reported": 0}
         finished = False
+        _settle(bench_portal)
     stats = bench_portal.stats()
     ids = set(range(first, first + n))
     per_message = Counter(a["message_id"] for a in portal.quick_answers() if a["message_id"] in ids)
