@@ -1,10 +1,10 @@
 """
 Run the benchmarks and write ``benchmarks/RESULTS.md`` and ``benchmarks/b1.png``.
 
-    python benchmarks/run.py                 # everything, about 20 minutes on 2 cores
+    python benchmarks/run.py                 # everything, about 40 minutes on 2 cores
     python benchmarks/run.py --quick         # a short smoke run: fewer repetitions, smaller sizes
     python benchmarks/run.py --only B1,B3    # some of them; the others keep their last results
-    python benchmarks/run.py --only B1R,B2R  # B1 and B2 at a real portal's speed (about 9 and 5 minutes)
+    python benchmarks/run.py --only B1R,B2R  # B1 and B2 at a real portal's speed (about 13 and 6 minutes)
     python benchmarks/run.py --report-only   # re-render RESULTS.md and the chart from results.json
 
 Raw results are kept in ``benchmarks/results.json``; RESULTS.md is rendered from it, so ``--only`` refreshes
