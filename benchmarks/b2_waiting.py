@@ -189,8 +189,15 @@ def worker(argv: list[str]) -> None:
 
 
 def _one_run(
-    bench_portal: BenchPortal, env: dict[str, str], mode: str, m: int, interval: float, timeout: float
+    bench_portal: BenchPortal,
+    env: dict[str, str],
+    mode: str,
+    m: int,
+    interval: float,
+    timeout: float,
+    lead: float = 2.0,
 ) -> dict[str, Any]:
+    """One run; the messages start appearing ``lead`` seconds after every wait runs."""
     portal = bench_portal.portal
     bench_portal.reset()
     sessions = list(portal.seed.extra_session_ids[:m])
@@ -202,12 +209,12 @@ def _one_run(
         if not line.startswith("READY "):
             return
         for index, session_id in enumerate(sessions):
-            delay = 2.0 + spread * ((index * 7919) % m) / m
+            delay = lead + spread * ((index * 7919) % m) / m
             before = time.time()
             portal.add_message(session_id, OPERATOR, f"Operator reply {index}", delay=delay)
             appear[session_id] = before + delay  # the earliest it can appear: latencies are upper bounds
 
-    deadline = 2.0 + spread + 4 * interval + 10
+    deadline = lead + spread + 4 * interval + 10
     out = run_worker(
         "b2_waiting",
         [
@@ -237,7 +244,7 @@ def _one_run(
         (t, method, status) for t, method, status in stats["log"] if out["started"] - 0.5 <= t <= out["finished"] + 0.5
     ]
     times = [t for t, _, _ in window]
-    begin = min(appear.values()) - 2.0
+    begin = min(appear.values()) - lead
     duration = max(t for t in times) - begin if times else 0.0
     events = {int(k): v for k, v in out["events"].items()}
     latencies = [seen - appear[s] for s, (status, seen) in events.items() if status == "success"]

@@ -406,9 +406,23 @@ def _notes(results: dict[str, Any], misses: list[tuple[str, str, str, bool, str]
     return lines
 
 
+def _realistic() -> tuple[dict[str, Any], dict[str, Any]]:
+    """Target checks and section builders of B1R and B2R (at a real portal's speed), given all results."""
+    from benchmarks import b1r_realistic, b2r_realistic
+
+    builders = {"B1R": b1r_realistic.checks, "B2R": b2r_realistic.checks}
+    sections = {
+        "B1R": lambda entry, results: b1r_realistic.section(entry, results.get("B1", {}).get("data")),
+        "B2R": lambda entry, results: b2r_realistic.section(entry),
+    }
+    return builders, sections
+
+
 def render(results: dict[str, Any]) -> str:
     checks: list[tuple[str, str, str, bool, str]] = []
     builders = {"B1": _b1_checks, "B2": _b2_checks, "B3": _b3_checks, "B4": _b4_checks, "B5": _b5_checks}
+    realistic_checks, realistic_sections = _realistic()
+    builders.update(realistic_checks)
     for name, build in builders.items():
         if name in results:
             checks += build(results[name]["data"])
@@ -440,5 +454,8 @@ def render(results: dict[str, Any]) -> str:
     for name, section in sections.items():
         if name in results:
             lines += section(results[name])
+    for name, realistic_section in realistic_sections.items():
+        if name in results:
+            lines += realistic_section(results[name], results)
     lines += _notes(results, [c for c in checks if not c[3]])
     return "\n".join(lines)

@@ -1,9 +1,10 @@
 """
 Run the benchmarks and write ``benchmarks/RESULTS.md`` and ``benchmarks/b1.png``.
 
-    python benchmarks/run.py                 # everything, about 35 minutes on 2 cores (B5 alone: 15)
+    python benchmarks/run.py                 # everything, about 55 minutes on 2 cores (B5 alone: 15)
     python benchmarks/run.py --quick         # a short smoke run: fewer repetitions, smaller sizes
     python benchmarks/run.py --only B1,B3    # some of them; the others keep their last results
+    python benchmarks/run.py --only B1R,B2R  # B1 and B2 at a real portal's speed (about 13 and 6 minutes)
     python benchmarks/run.py --report-only   # re-render RESULTS.md and the chart from results.json
     python benchmarks/run.py --only B5 --b5-limiter per-process   # B5 without the shared-limiter rows
 
@@ -26,13 +27,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import report
 from benchmarks.common import BENCH_DIR, log, machine, versions
 
-ALL = ("B1", "B2", "B3", "B4", "B5")
+#: B1R and B2R: B1 and B2 on a portal answering at a real portal's speed (the sandbox's ``realistic`` latency).
+ALL = ("B1", "B2", "B3", "B4", "B1R", "B2R", "B5")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a short smoke run (fewer runs, smaller sizes)")
-    parser.add_argument("--only", default=",".join(ALL), help="comma-separated subset of B1,B2,B3,B4,B5")
+    parser.add_argument("--only", default=",".join(ALL), help=f"comma-separated subset of {','.join(ALL)}")
     parser.add_argument("--output", type=Path, default=BENCH_DIR, help="where RESULTS.md and b1.png go")
     parser.add_argument("--report-only", action="store_true", help="only re-render the report from results.json")
     parser.add_argument(
@@ -50,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks import b1_bulk_save, b2_waiting, b3_parse_cost, b4_overhead, b5_processes
 
     modules = {"B1": b1_bulk_save, "B2": b2_waiting, "B3": b3_parse_cost, "B4": b4_overhead, "B5": b5_processes}
+    from benchmarks import b1r_realistic, b2r_realistic
+
+    modules.update({"B1R": b1r_realistic, "B2R": b2r_realistic})
     options: dict[str, dict[str, object]] = {
         "B5": {"modes": b5_processes.MODES if args.b5_limiter == "both" else (args.b5_limiter,)}
     }
@@ -77,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         results_path.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     if "B1" in results:
         b1_bulk_save.chart(results["B1"]["data"], args.output / "b1.png")
+    if "B1R" in results:
+        b1 = results.get("B1", {}).get("data")
+        b1r_realistic.chart(results["B1R"]["data"], b1, args.output / "b1r.png")
     (args.output / "RESULTS.md").write_text(report.render(results))
     log(f"wrote {args.output / 'RESULTS.md'} in {time.monotonic() - started:.0f} s")
     return 0

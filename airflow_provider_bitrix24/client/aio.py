@@ -247,12 +247,14 @@ class AsyncBitrix24Client:
         halt: bool = False,
         stop_codes: frozenset[str] = frozenset(),
         on_progress: Callable[[Progress], None] | None = None,
+        spread: bool = False,
     ) -> list[BatchItem]:
         """
         Run commands through ``batch`` (any number, 50 per request, several requests in flight as the portal
-        allows); one :class:`BatchItem` per command, in input order.
+        allows); one :class:`BatchItem` per command, in input order. ``spread``: as
+        :meth:`Bitrix24Client.batch <airflow_provider_bitrix24.client.sync.Bitrix24Client.batch>`.
         """
-        run = BatchRun(self.engine, commands, halt=halt, stop_codes=stop_codes, on_progress=on_progress)
+        run = BatchRun(self.engine, commands, halt=halt, stop_codes=stop_codes, on_progress=on_progress, spread=spread)
         tasks: dict[asyncio.Task[tuple[Any, float]], Job] = {}
         try:
             while not run.done:

@@ -12,12 +12,18 @@ pipelined run, driven by the sync client (threads) and the async client (tasks) 
   of retrying harder; a method close to its operating-time budget gets one request at a time;
 * different requests never carry the same command, and a command is sent again only after its request ended, so
   the same message is never in flight twice;
+* with ``spread``, a run is cut into requests of equal size over the window rather than of 50: the portal processes
+  a request's commands one after another, so 1,000 saves sent as 50 requests of 20 take 20 commands' time instead
+  of 50 (at least :data:`SPREAD_FLOOR` commands per request; a run larger than the window holds still sends 50 per
+  request, since then the bucket, not the portal's speed, sets the pace);
 * results come back in input order, and an error from ``stop_codes`` (an error about the chat or the credential,
   which every other command would meet too) stops sending new requests at once.
 """
 
 from __future__ import annotations
 
+import math
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -42,6 +48,10 @@ SLOW_FACTOR: Final = 3.0
 SLOW_FLOOR: Final = 0.5
 #: Share of the operating-time budget from which a method gets one request at a time.
 OPERATING_CAUTION: Final = 0.8
+#: Fewest commands per request when a run is spread over the window.
+SPREAD_FLOOR: Final = 10
+#: A reference to another command's outcome inside ``batch`` (``$result[key]...``): such runs keep requests of 50.
+_REFERENCE: Final = re.compile(r"\$(?:result|next|total|time|error)\[", re.IGNORECASE)
 
 
 class AdaptiveWindow:
@@ -128,6 +138,9 @@ class BatchRun:
     :param stop_codes: Error codes after which no new request is sent.
     :param on_progress: Called after each finished request.
     :param window: The in-flight cap; a new one sized to the portal's burst by default.
+    :param spread: Cut the run into requests of equal size over the window (at least :data:`SPREAD_FLOOR` commands
+        each) instead of 50 per request. Ignored with ``halt``, for runs of at most 50 commands (one request), and
+        when a command refers to another one's outcome (references resolve only within one request).
     """
 
     def __init__(
@@ -140,6 +153,7 @@ class BatchRun:
         on_progress: Callable[[Progress], None] | None = None,
         window: AdaptiveWindow | None = None,
         clock: Callable[[], float] = time.monotonic,
+        spread: bool = False,
     ) -> None:
         self.engine = engine
         items = list(commands.items()) if isinstance(commands, Mapping) else list(enumerate(commands))
@@ -158,8 +172,11 @@ class BatchRun:
         ceiling = 1 if halt else min(MAX_IN_FLIGHT, engine.config.rate_limit.burst)
         self.window = window or AdaptiveWindow(ceiling)
         self._clock = clock
+        self.chunk = BATCH_LIMIT
+        if spread and not halt and len(self.entries) > BATCH_LIMIT and not any(_refers(c) for _, c in self.entries):
+            self.chunk = min(BATCH_LIMIT, max(SPREAD_FLOOR, math.ceil(len(self.entries) / self.window.size)))
         self._queue: deque[_Pending] = deque(
-            _Pending(Job(self.entries[i : i + BATCH_LIMIT])) for i in range(0, len(self.entries), BATCH_LIMIT)
+            _Pending(Job(self.entries[i : i + self.chunk])) for i in range(0, len(self.entries), self.chunk)
         )
         self._results: dict[str, BatchItem] = {}
         self._waited: dict[str, float] = {}
@@ -196,8 +213,11 @@ class BatchRun:
         return None
 
     def wake_in(self) -> float | None:
-        """Seconds until a delayed request becomes ready, when nothing is in flight to wake the driver sooner."""
-        if self.stopped or not self._queue:
+        """
+        Seconds until a delayed request becomes ready; ``None`` when nothing is left to send, or when the window is
+        full, since then only an answer lets the next request go (the driver waits for one instead of polling).
+        """
+        if self.stopped or not self._queue or self.in_flight >= self._cap():
             return None
         return max(0.0, min(p.not_before for p in self._queue) - self._clock())
 
@@ -304,3 +324,19 @@ class BatchRun:
                 item = BatchItem(key, method, error=Bitrix24ApiError("NOT_EXECUTED", reason, method=method))
             out.append(item)
         return out
+
+
+def _refers(cmd: Command) -> bool:
+    """Whether a command's parameters refer to another command's outcome (``$result[...]`` and its kin)."""
+    pending: list[object] = [cmd[1]]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            if _REFERENCE.search(value):
+                return True
+        elif isinstance(value, Mapping):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list | tuple):
+            pending.extend(value)
+    return False

@@ -315,6 +315,7 @@ class Bitrix24Client:
         halt: bool = False,
         stop_codes: frozenset[str] = frozenset(),
         on_progress: Callable[[Progress], None] | None = None,
+        spread: bool = False,
     ) -> list[BatchItem]:
         """
         Run commands through ``batch`` (any number, 50 per request, several requests in flight as the portal
@@ -323,8 +324,11 @@ class Bitrix24Client:
         :param halt: Stop at the first failing command.
         :param stop_codes: Error codes after which no new request is sent (unsent commands: ``NOT_EXECUTED``).
         :param on_progress: Called after each finished request.
+        :param spread: Spread the commands over the requests the portal lets go at once, rather than 50 per request
+            (faster on a real portal, whose processing time grows with each request's commands); ignored when a
+            command refers to another one's outcome.
         """
-        run = BatchRun(self.engine, commands, halt=halt, stop_codes=stop_codes, on_progress=on_progress)
+        run = BatchRun(self.engine, commands, halt=halt, stop_codes=stop_codes, on_progress=on_progress, spread=spread)
         if run.window.ceiling == 1 or len(run.entries) <= 50:
             self._run_inline(run)
         else:

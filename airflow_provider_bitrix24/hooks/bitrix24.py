@@ -303,6 +303,7 @@ class Bitrix24Hook(BaseHook):
         halt: bool = False,
         stop_codes: frozenset[str] = frozenset(),
         on_progress: Callable[[Progress], None] | None = None,
+        spread: bool = False,
     ) -> list[BatchItem]:
         """
         Run many ``(method, params)`` commands through ``batch``: 50 per request, and as many requests in flight as
@@ -314,10 +315,14 @@ class Bitrix24Hook(BaseHook):
         :param stop_codes: Error codes after which no new request is sent; commands not sent carry
             ``NOT_EXECUTED``.
         :param on_progress: Called after each finished request with the counts so far.
+        :param spread: Spread independent commands over as many requests as the portal lets go at once (at least
+            10 commands each) instead of 50 per request: a real portal processes a request's commands one after
+            another, so 1,000 saves finish in the time of 20 commands rather than 50. Ignored when a command refers
+            to another one's outcome.
         :return: One :class:`~airflow_provider_bitrix24.client.BatchItem` per command, in input order; a failed
             command carries its error and never hides the others' results.
         """
-        return self.client.batch(commands, halt=halt, stop_codes=stop_codes, on_progress=on_progress)
+        return self.client.batch(commands, halt=halt, stop_codes=stop_codes, on_progress=on_progress, spread=spread)
 
     def list_all(self, method: str, params: Mapping[str, Any] | None = None, limit: int | None = None) -> list[Any]:
         """Every row of a list method, following ``next`` (rows wrapped as ``{"tasks": [...]}`` are unwrapped)."""

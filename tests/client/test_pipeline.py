@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from airflow_provider_bitrix24.client import AsyncBitrix24Client, Bitrix24Client, parse_connection
-from airflow_provider_bitrix24.client.pipeline import AdaptiveWindow, Progress
+from airflow_provider_bitrix24.client.pipeline import AdaptiveWindow, BatchRun, Progress
 from airflow_provider_bitrix24.sandbox.state import SEED
 
 SAVE = "imopenlines.message.quick.save"
@@ -176,3 +176,91 @@ def test_a_batch_refused_for_its_budget_waits_for_the_reset_the_answers_announce
     assert refused in (1, 2), stats
     assert stats["by_method"]["batch"] == 3 + refused  # ... and sent once more after the reset, not hammered
     assert elapsed < 9.0  # the announced reset (within 3 s), not the 10 s kept for an unknown one
+
+
+def test_a_full_window_waits_for_an_answer_instead_of_polling(sandbox, monkeypatch):
+    """While every place of the window is taken, only an answer can let the next request go: no busy loop."""
+    sandbox.inject_fault("batch", "slow", count=4, delay=0.5)
+    calls = Counter[str]()
+    original = BatchRun.wake_in
+
+    def counted(self: BatchRun) -> float | None:
+        calls["wake_in"] += 1
+        return original(self)
+
+    monkeypatch.setattr(BatchRun, "wake_in", counted)
+    ids = BULK[:400]
+    with _client(sandbox, rate_limit={"burst": 2, "per_second": 1000}) as client:
+        items = client.batch(_saves(ids))
+    assert all(item.ok for item in items)
+    # Eight requests, two at a time: one wait per answer, not one per turn of a loop.
+    assert calls["wake_in"] <= 2 * 8, calls
+
+
+def test_wake_in_is_none_while_the_window_is_full(sandbox):
+    with _client(sandbox) as client:
+        run = BatchRun(client.engine, list(_saves(BULK[:200]).values()), window=AdaptiveWindow(ceiling=2))
+        assert run.next_job() is not None
+        assert run.wake_in() == 0.0  # a place is free and requests are ready
+        assert run.next_job() is not None
+        assert run.next_job() is None
+        assert run.wake_in() is None
+
+
+def test_a_spread_run_takes_an_equal_share_of_the_window_per_request(sandbox):
+    """1,000 saves over a window of 50: 50 requests of 20, each message in exactly one, results in input order."""
+    sandbox.configure(quick_save_race=True, race_window=0.001)
+    updates: list[Progress] = []
+    ids = BULK[:1000]
+    with _client(sandbox) as client:
+        items = client.batch(_saves(ids), on_progress=updates.append, spread=True)
+    assert [item.key for item in items] == [str(m) for m in ids]
+    assert all(item.ok and item.result is True for item in items)
+    assert sandbox.stats()["by_method"] == {"batch": 50}
+    assert sorted(len(u.items) for u in updates) == [20] * 50
+    sent = [item.key for u in updates for item in u.items]
+    assert sorted(sent) == sorted(str(m) for m in ids)  # no message in two requests
+    per_message = Counter(a["message_id"] for a in sandbox.quick_answers())
+    assert {per_message[m] for m in ids} == {1}
+
+
+@pytest.mark.parametrize(
+    ("count", "burst", "expected"),
+    [
+        (1000, 5, [50] * 20),  # beyond what the window holds: full batches, the bucket sets the pace
+        (120, 50, [10] * 12),  # never fewer than ten commands per request
+        (2000, 50, [40] * 50),
+    ],
+)
+def test_a_spread_run_keeps_requests_full_when_the_window_is_small(sandbox, count, burst, expected):
+    updates: list[Progress] = []
+    with _client(sandbox, rate_limit={"burst": burst, "per_second": 1000}) as client:
+        items = client.batch(_saves(BULK[:count]), on_progress=updates.append, spread=True)
+    assert all(item.ok for item in items)
+    assert sorted((len(u.items) for u in updates), reverse=True) == expected
+
+
+def test_a_spread_run_keeps_commands_that_refer_to_each_other_in_requests_of_fifty(sandbox):
+    commands = {
+        "dialog": ("imopenlines.dialog.get", {"CHAT_ID": SEED.support_chat_id}),
+        "again": ("imopenlines.dialog.get", {"CHAT_ID": "$result[dialog][id]"}),
+        **_saves(BULK[:98]),
+    }
+    with _client(sandbox) as client:
+        items = client.batch(commands, spread=True)
+    assert all(item.ok for item in items), [i.error for i in items if i.error][:3]
+    assert items[1].result["id"] == SEED.support_chat_id
+    assert sandbox.stats()["by_method"] == {"batch": 2}
+
+
+def test_the_async_client_spreads_the_same_way(sandbox):
+    ids = BULK[:500]
+
+    async def main():
+        async with AsyncBitrix24Client(parse_connection(host=sandbox.webhook_url)) as client:
+            return await client.batch(_saves(ids), spread=True)
+
+    items = asyncio.run(main())
+    assert [item.key for item in items] == [str(m) for m in ids]
+    assert all(item.ok for item in items)
+    assert sandbox.stats()["by_method"] == {"batch": 50}  # 500 over a window of 50: ten per request
