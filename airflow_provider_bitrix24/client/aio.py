@@ -254,7 +254,16 @@ class AsyncBitrix24Client:
         allows); one :class:`BatchItem` per command, in input order. ``spread``: as
         :meth:`Bitrix24Client.batch <airflow_provider_bitrix24.client.sync.Bitrix24Client.batch>`.
         """
-        run = BatchRun(self.engine, commands, halt=halt, stop_codes=stop_codes, on_progress=on_progress, spread=spread)
+        headroom = await self.engine.limiter.aheadroom() if spread else None
+        run = BatchRun(
+            self.engine,
+            commands,
+            halt=halt,
+            stop_codes=stop_codes,
+            on_progress=on_progress,
+            spread=spread,
+            headroom=headroom,
+        )
         tasks: dict[asyncio.Task[tuple[Any, float]], Job] = {}
         try:
             while not run.done:

@@ -203,6 +203,7 @@ class BatchItem:
     :param method: The REST method of the command.
     :param result: The command's ``result`` when it succeeded.
     :param error: The command's error when it failed.
+    :param time: The command's ``time`` block, when the portal sent one.
     """
 
     key: str
@@ -211,6 +212,12 @@ class BatchItem:
     error: Bitrix24Error | None = None
     next: int | None = None
     total: int | None = None
+    time: Mapping[str, Any] | None = None
+
+    @property
+    def processing(self) -> float:
+        """Seconds the portal spent executing the command (0 when it did not say)."""
+        return (as_seconds(self.time.get("processing")) or 0.0) if self.time is not None else 0.0
 
     @property
     def ok(self) -> bool:
@@ -648,7 +655,11 @@ class Engine:
             envelope = yield from self.call_flow(method, params, should_stop=should_stop)
         except Bitrix24ApiError as err:
             return {key: BatchItem(key, method, error=err)}
-        return {key: BatchItem(key, method, result=envelope.result, next=envelope.next, total=envelope.total)}
+        return {
+            key: BatchItem(
+                key, method, result=envelope.result, next=envelope.next, total=envelope.total, time=envelope.time
+            )
+        }
 
     def chunk_flow(
         self, chunk: Sequence[tuple[str, Command]], *, halt: bool, should_stop: Callable[[], bool] | None = None
@@ -706,8 +717,14 @@ class Engine:
                 out[key] = BatchItem(key, method, error=err)
                 halted = halted or halt
             elif key in ok:
+                own_time = times.get(key)
                 out[key] = BatchItem(
-                    key, method, result=ok[key], next=as_int(nexts.get(key)), total=as_int(totals.get(key))
+                    key,
+                    method,
+                    result=ok[key],
+                    next=as_int(nexts.get(key)),
+                    total=as_int(totals.get(key)),
+                    time=own_time if isinstance(own_time, Mapping) else None,
                 )
             elif halted:
                 not_run = Bitrix24ApiError(

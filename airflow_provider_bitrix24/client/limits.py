@@ -58,6 +58,10 @@ class Limiter(Protocol):
 
     async def aacquire(self, method: str, force: bool = False) -> Grant: ...
 
+    def headroom(self) -> int: ...
+
+    async def aheadroom(self) -> int: ...
+
     def report_rejected(self) -> None: ...
 
     async def areport_rejected(self) -> None: ...
@@ -113,6 +117,12 @@ class LeakyBucket:
             self._level += 1.0
             excess = self._level - self._capacity
             return excess / self._rate if excess > 0 else 0.0
+
+    def headroom(self) -> int:
+        """How many requests may go right now without waiting."""
+        with self._lock:
+            self._drain(self._clock())
+            return max(0, int(self._capacity - self._level))
 
     def note_rejected(self) -> None:
         """The portal said the bucket is full: another process is using it too, so assume it is full."""
@@ -220,6 +230,54 @@ class OperatingTracker:
             return usage.operating
 
 
+class ProcessingBudget:
+    """
+    This process's pace of spending the portal's operating-time limit of one method (480 s of execution per 10
+    minutes, per credential).
+
+    Concurrency spends that budget faster than one request at a time; once it is spent the portal refuses the
+    method for up to 10 minutes. A bucket of execution seconds keeps to ``share`` of the limit over time: it holds
+    ``share * limit`` seconds and refills at ``share * limit / window`` per second, so a burst of work goes at once
+    and sustained work slows down to a pace the portal keeps accepting, instead of being refused for minutes. The
+    cost of a command is learnt from the portal's answers (the ``processing`` of their ``time`` blocks).
+    """
+
+    def __init__(
+        self,
+        limit: float = OPERATING_LIMIT,
+        window: float = OPERATING_WINDOW,
+        share: float = 0.8,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._capacity = share * limit
+        self._rate = share * limit / window
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._level = 0.0
+        self._stamp = clock()
+        #: Execution seconds of one command, as the portal reports them (0 until an answer said).
+        self.per_command = 0.0
+
+    def reserve(self, commands: int) -> tuple[float, float]:
+        """Book the expected cost of ``commands`` commands; return ``(booked seconds, seconds to wait first)``."""
+        with self._lock:
+            now = self._clock()
+            self._level = max(0.0, self._level - (now - self._stamp) * self._rate)
+            self._stamp = now
+            cost = commands * self.per_command
+            self._level += cost
+            excess = self._level - self._capacity
+            return cost, (excess / self._rate if excess > 0 else 0.0)
+
+    def settle(self, booked: float, spent: float, commands: int) -> None:
+        """Correct a booking with what the portal reported, and learn the cost of one command."""
+        with self._lock:
+            self._level = max(0.0, self._level + spent - booked)
+            if commands > 0 and spent > 0:
+                observed = spent / commands
+                self.per_command = observed if self.per_command == 0 else 0.7 * self.per_command + 0.3 * observed
+
+
 class LocalLimiter:
     """
     The :class:`Limiter` of one process: the portal's bucket and the credential's operating state in memory.
@@ -246,6 +304,12 @@ class LocalLimiter:
 
     async def aacquire(self, method: str, force: bool = False) -> Grant:
         return self.acquire(method, force)
+
+    def headroom(self) -> int:
+        return self.bucket.headroom()
+
+    async def aheadroom(self) -> int:
+        return self.headroom()
 
     def report_rejected(self) -> None:
         self.bucket.note_rejected()
@@ -297,6 +361,7 @@ def credential_key(config: PortalConfig) -> str:
 
 _buckets: dict[str, LeakyBucket] = {}
 _trackers: dict[str, OperatingTracker] = {}
+_budgets: dict[tuple[str, str], ProcessingBudget] = {}
 _registry_lock = threading.Lock()
 
 
@@ -320,6 +385,16 @@ def shared_tracker(key: str) -> OperatingTracker:
         return tracker
 
 
+def shared_budget(config: PortalConfig, method: str) -> ProcessingBudget:
+    """Return the process-wide operating-time budget of a credential's method."""
+    key = (credential_key(config), method.lower())
+    with _registry_lock:
+        budget = _budgets.get(key)
+        if budget is None:
+            budget = _budgets[key] = ProcessingBudget()
+        return budget
+
+
 def local_limiter(config: PortalConfig) -> LocalLimiter:
     """The per-process limiter of a portal and credential."""
     return LocalLimiter(shared_bucket(config.portal_key, config.rate_limit), shared_tracker(credential_key(config)))
@@ -330,3 +405,4 @@ def forget_limits() -> None:
     with _registry_lock:
         _buckets.clear()
         _trackers.clear()
+        _budgets.clear()

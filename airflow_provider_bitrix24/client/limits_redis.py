@@ -62,6 +62,14 @@ redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil((new_tat - now) * 
 return {'wait', tostring(wait)}
 """
 
+_ROOM: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+return tostring(tat - now)
+"""
+
 _FULL: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -226,6 +234,30 @@ class RedisLimiter:
                 self._answered()
                 return self._grant(method, reply)
         return self.local.acquire(method, force)
+
+    def _room(self, reply: Any) -> int:
+        backlog = float(reply.decode() if isinstance(reply, bytes) else reply)
+        return max(0, int((self._tau - backlog) / self._interval))
+
+    def headroom(self) -> int:
+        if self._available():
+            try:
+                reply = self._sync_script("room", _ROOM)(keys=[self.bucket_key])
+            except redis.RedisError as exc:
+                self._unreachable(exc)
+            else:
+                return self._room(reply)
+        return self.local.headroom()
+
+    async def aheadroom(self) -> int:
+        if self._available():
+            try:
+                reply = await self._async_script("room", _ROOM)(keys=[self.bucket_key])
+            except redis.RedisError as exc:
+                self._unreachable(exc)
+            else:
+                return self._room(reply)
+        return self.local.headroom()
 
     def report_rejected(self) -> None:
         self.local.report_rejected()

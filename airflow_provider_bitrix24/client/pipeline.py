@@ -12,10 +12,13 @@ pipelined run, driven by the sync client (threads) and the async client (tasks) 
   of retrying harder; a method close to its operating-time budget gets one request at a time;
 * different requests never carry the same command, and a command is sent again only after its request ended, so
   the same message is never in flight twice;
-* with ``spread``, a run is cut into requests of equal size over the window rather than of 50: the portal processes
-  a request's commands one after another, so 1,000 saves sent as 50 requests of 20 take 20 commands' time instead
-  of 50 (at least :data:`SPREAD_FLOOR` commands per request; a run larger than the window holds still sends 50 per
-  request, since then the bucket, not the portal's speed, sets the pace);
+* with ``spread``, a run is cut into requests of equal size over the requests the bucket lets go at once (its
+  headroom, within the window) rather than of 50: the portal processes a request's commands one after another, so
+  1,000 saves sent as 50 requests of 20 take 20 commands' time instead of 50 (at least :data:`SPREAD_FLOOR`
+  commands per request; when the bucket has little room, or a run is larger than it, requests stay at 50, since
+  then the bucket, not the portal's speed, sets the pace);
+* the method's operating-time budget is paced (:class:`~airflow_provider_bitrix24.client.limits.ProcessingBudget`):
+  once this process has spent most of it, requests wait so that the portal never blocks the method for minutes;
 * results come back in input order, and an error from ``stop_codes`` (an error about the chat or the credential,
   which every other command would meet too) stops sending new requests at once.
 """
@@ -30,7 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from airflow_provider_bitrix24.client.core import BATCH_LIMIT, BatchItem, Command, Engine, Flow, Stopped
+from airflow_provider_bitrix24.client.core import BATCH_LIMIT, BatchItem, Command, Engine, Flow, Sleep, Stopped
 from airflow_provider_bitrix24.client.errors import (
     Bitrix24ApiError,
     Bitrix24Error,
@@ -38,7 +41,7 @@ from airflow_provider_bitrix24.client.errors import (
     Bitrix24RateLimitError,
     Bitrix24ServerError,
 )
-from airflow_provider_bitrix24.client.limits import OPERATING_LIMIT
+from airflow_provider_bitrix24.client.limits import OPERATING_LIMIT, shared_budget
 
 #: Upper bound of requests in flight from one run, whatever the bucket's burst (threads are not free).
 MAX_IN_FLIGHT: Final = 64
@@ -104,6 +107,8 @@ class Job:
     entries: list[tuple[str, Command]]
     single: bool = False
     attempt: int = 0
+    booked: float = 0.0
+    wait: float = 0.0
 
 
 @dataclass
@@ -138,9 +143,12 @@ class BatchRun:
     :param stop_codes: Error codes after which no new request is sent.
     :param on_progress: Called after each finished request.
     :param window: The in-flight cap; a new one sized to the portal's burst by default.
-    :param spread: Cut the run into requests of equal size over the window (at least :data:`SPREAD_FLOOR` commands
-        each) instead of 50 per request. Ignored with ``halt``, for runs of at most 50 commands (one request), and
-        when a command refers to another one's outcome (references resolve only within one request).
+    :param spread: Cut the run into requests of equal size over the requests that may go at once (at least
+        :data:`SPREAD_FLOOR` commands each) instead of 50 per request. Ignored with ``halt``, for runs of at most 50
+        commands (one request), and when a command refers to another one's outcome (references resolve only within
+        one request).
+    :param headroom: How many requests the portal's bucket lets go right now (the limiter's ``headroom()``); with
+        ``spread``, the run is not cut into more requests than that.
     """
 
     def __init__(
@@ -154,6 +162,7 @@ class BatchRun:
         window: AdaptiveWindow | None = None,
         clock: Callable[[], float] = time.monotonic,
         spread: bool = False,
+        headroom: int | None = None,
     ) -> None:
         self.engine = engine
         items = list(commands.items()) if isinstance(commands, Mapping) else list(enumerate(commands))
@@ -174,7 +183,10 @@ class BatchRun:
         self._clock = clock
         self.chunk = BATCH_LIMIT
         if spread and not halt and len(self.entries) > BATCH_LIMIT and not any(_refers(c) for _, c in self.entries):
-            self.chunk = min(BATCH_LIMIT, max(SPREAD_FLOOR, math.ceil(len(self.entries) / self.window.size)))
+            room = self.window.size if headroom is None else max(1, min(self.window.size, headroom))
+            self.chunk = min(BATCH_LIMIT, max(SPREAD_FLOOR, math.ceil(len(self.entries) / room)))
+        methods = {cmd[0].lower() for _, cmd in self.entries}
+        self.budget = shared_budget(engine.config, methods.pop()) if len(methods) == 1 else None
         self._queue: deque[_Pending] = deque(
             _Pending(Job(self.entries[i : i + self.chunk])) for i in range(0, len(self.entries), self.chunk)
         )
@@ -209,7 +221,10 @@ class BatchRun:
                 del self._queue[index]
                 self.in_flight += 1
                 self.requests += 1
-                return pending.job
+                job = pending.job
+                if self.budget is not None:
+                    job.booked, job.wait = self.budget.reserve(len(job.entries))
+                return job
         return None
 
     def wake_in(self) -> float | None:
@@ -230,8 +245,10 @@ class BatchRun:
         stop = self._should_stop
         if job.single:
             ((key, cmd),) = job.entries
-            return self.engine.single_flow(key, cmd, should_stop=stop)
-        return self.engine.chunk_flow(job.entries, halt=self.halt, should_stop=stop)
+            flow = self.engine.single_flow(key, cmd, should_stop=stop)
+        else:
+            flow = self.engine.chunk_flow(job.entries, halt=self.halt, should_stop=stop)
+        return _after(job.wait, flow) if job.wait > 0 else flow
 
     def _should_stop(self) -> bool:
         return self.stopped
@@ -250,6 +267,9 @@ class BatchRun:
                 self.fatal = outcome
             return
         self.window.on_answer(seconds, len(job.entries))
+        if self.budget is not None:
+            timed = [item for item in outcome.values() if item.time is not None]
+            self.budget.settle(job.booked, sum(item.processing for item in timed), len(timed))
         retry: list[tuple[str, Command]] = []
         delay = 0.0
         overloaded = False
@@ -324,6 +344,12 @@ class BatchRun:
                 item = BatchItem(key, method, error=Bitrix24ApiError("NOT_EXECUTED", reason, method=method))
             out.append(item)
         return out
+
+
+def _after(seconds: float, flow: Flow) -> Flow:
+    """``flow``, after a wait: the operating-time budget asked for it."""
+    yield Sleep(seconds)
+    return (yield from flow)
 
 
 def _refers(cmd: Command) -> bool:

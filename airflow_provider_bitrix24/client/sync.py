@@ -328,7 +328,16 @@ class Bitrix24Client:
             (faster on a real portal, whose processing time grows with each request's commands); ignored when a
             command refers to another one's outcome.
         """
-        run = BatchRun(self.engine, commands, halt=halt, stop_codes=stop_codes, on_progress=on_progress, spread=spread)
+        headroom = self.engine.limiter.headroom() if spread else None
+        run = BatchRun(
+            self.engine,
+            commands,
+            halt=halt,
+            stop_codes=stop_codes,
+            on_progress=on_progress,
+            spread=spread,
+            headroom=headroom,
+        )
         if run.window.ceiling == 1 or len(run.entries) <= 50:
             self._run_inline(run)
         else:

@@ -60,7 +60,8 @@ class SaveQuickAnswerOperator(BaseOperator):
     Save open-line chat messages to the portal's quick answers (``imopenlines.message.quick.save``).
 
     One message is saved with one call; many are sent through ``batch`` requests of up to 50 saves, several in flight
-    at once as the portal's rate limit allows (never the same message in two requests). Duplicated ids are saved once. Messages that cannot be saved (``CANT_SAVE_QUICK_ANSWER``)
+    at once as the portal's rate limit allows, spread over the requests that may go at once (a real portal processes
+    a request's saves one after another), never the same message in two requests. Duplicated ids are saved once. Messages that cannot be saved (``CANT_SAVE_QUICK_ANSWER``)
     do not stop the others: the task saves everything it can, then fails naming them. Errors about the chat or
     the credential fail the task at once, without retries; transient errors that outlast the client's retries
     leave the task to Airflow's ``retries``, and a later try saves the rest without duplicating anything (the
@@ -149,7 +150,7 @@ class SaveQuickAnswerOperator(BaseOperator):
 
         commands = {str(m): (METHOD, {"CHAT_ID": chat_id, "MESSAGE_ID": m}) for m in ids}
         try:
-            items = self.hook.call_batch(commands, stop_codes=CHAT_LEVEL_CODES, on_progress=progress)
+            items = self.hook.call_batch(commands, stop_codes=CHAT_LEVEL_CODES, on_progress=progress, spread=True)
         except Bitrix24Error as err:
             if saved or failed:
                 self.log.warning("Stopped after saving %d/%d: %s", saved, len(ids), err)

@@ -264,3 +264,51 @@ def test_the_async_client_spreads_the_same_way(sandbox):
     assert [item.key for item in items] == [str(m) for m in ids]
     assert all(item.ok for item in items)
     assert sandbox.stats()["by_method"] == {"batch": 50}  # 500 over a window of 50: ten per request
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_operating_budget_lets_a_burst_go_then_paces_to_what_the_portal_keeps_accepting():
+    from airflow_provider_bitrix24.client.limits import ProcessingBudget
+
+    clock = _Clock()
+    budget = ProcessingBudget(limit=480.0, window=600.0, share=0.8, clock=clock)
+    assert budget.reserve(50) == (0.0, 0.0)  # nothing known yet: the first requests are not held
+    budget.settle(0.0, 50 * 0.068, 50)  # the portal said: 0.068 s per history call
+    assert budget.per_command == pytest.approx(0.068)
+    waits = []
+    for _ in range(120):  # 6,000 more commands at once: 408 s of execution
+        booked, wait = budget.reserve(50)
+        assert booked == pytest.approx(3.4)
+        waits.append(wait)
+    # 0.8 x 480 = 384 s go at once; beyond that, at 0.64 s of execution per second (0.8 x 480 / 600).
+    first_wait = next(i for i, w in enumerate(waits) if w > 0)
+    assert first_wait == 111  # the 113th booking of 3.4 s (with the first one) is the first past 384 s
+    assert waits[-1] == pytest.approx((3.4 + 120 * 3.4 - 384) / 0.64)
+    clock.now += 600
+    assert budget.reserve(50)[1] == 0.0  # refilled
+
+
+def test_a_batch_run_waits_when_the_operating_budget_says_so(sandbox, monkeypatch):
+    from airflow_provider_bitrix24.client import pipeline
+    from airflow_provider_bitrix24.client.core import Sleep
+    from airflow_provider_bitrix24.client.limits import ProcessingBudget
+
+    spent = ProcessingBudget(limit=1.0, window=10.0, share=1.0)
+    spent.settle(0.0, 1.0, 10)  # 0.1 s per save learnt, and the whole budget spent just now
+    monkeypatch.setattr(pipeline, "shared_budget", lambda config, method: spent)
+    with _client(sandbox) as client:
+        run = pipeline.BatchRun(client.engine, _saves(BULK[:20]))
+        job = run.next_job()
+        assert job is not None
+        assert job.booked == pytest.approx(2.0)
+        assert job.wait == pytest.approx(20.0, abs=0.5)  # 2 s of work at 0.1 s per second of refill
+        first = next(run.job_flow(job))
+        assert isinstance(first, Sleep)
+        assert first.seconds == job.wait
