@@ -23,7 +23,7 @@ export UV_PYTHON_DOWNLOADS := never
 export NO_PROXY := 127.0.0.1,localhost,::1
 COMMA := ,
 
-.PHONY: demo test lint unit-airflow3 unit-airflow2 test-pythons package-check browser bench soak e2e e2e-celery venvs clean
+.PHONY: demo test lint unit-airflow3 unit-airflow2 test-pythons test-py310 test-py313 package-check browser bench soak e2e e2e-celery venvs clean
 
 # A venv is (re)built only when pyproject.toml, the Airflow version or the Python version changed.
 # $(1): the venv, $(2): the Airflow version, $(3): the extras, $(4): the Python interpreter.
@@ -99,9 +99,14 @@ $(VENV_PY313)/.ready: pyproject.toml
 
 ## make test-pythons: the fast tests on Airflow 3.3 under the lowest and the highest supported Python (3.10,
 ## 3.13). Airflow 2.11 does not support Python 3.13, so Airflow 2 is tested on $(PYTHON) only (make test).
-test-pythons: $(VENV_PY310)/.ready $(VENV_PY313)/.ready
-	$(VENV_PY310)/bin/pytest -m "$(FAST)" -p no:cacheprovider
-	$(VENV_PY313)/bin/pytest -m "$(FAST)" -p no:cacheprovider
+## Each Python is its own target, so that `make -j2 test-pythons` runs both at once (CI does).
+test-pythons: test-py310 test-py313
+
+test-py310: $(VENV_PY310)/.ready
+	$(VENV_PY310)/bin/pytest -m "$(FAST)" -p no:cacheprovider -q
+
+test-py313: $(VENV_PY313)/.ready
+	$(VENV_PY313)/bin/pytest -m "$(FAST)" -p no:cacheprovider -q
 
 ## make package-check: build the sdist and wheel, twine-check them, install the wheel into a clean venv with
 ## Airflow 3.3 and check what a user gets (provider metadata, hook, console script, wheel contents).
