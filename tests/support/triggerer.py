@@ -222,20 +222,21 @@ class FakeSupervisor(Collector, threading.Thread):
             frame = frames.decode(body)
             try:
                 message = decoder.validate_python(frame.body)
-                response, dump_opts = self._handle(message)
+                response, dump_opts = self._answer(message)
             except Exception as exc:  # a harness bug: answer, so the runner is not left waiting, and report it
                 from airflow.sdk.exceptions import ErrorType
                 from airflow.sdk.execution_time.comms import ErrorResponse
 
                 with self.lock:
                     self.errors.append(f"{type(exc).__name__}: {exc}")
+                traceback.print_exc(file=sys.stderr)
                 response, dump_opts = ErrorResponse(error=ErrorType.GENERIC_ERROR, detail={"error": str(exc)}), {}
             try:
                 self._send(frame.id, response, dump_opts)
             except OSError:
                 return
 
-    def _handle(self, message: Any) -> tuple[Any, dict[str, bool]]:
+    def _answer(self, message: Any) -> tuple[Any, dict[str, bool]]:
         from airflow.jobs.triggerer_job_runner import messages
         from airflow.sdk.api.datamodels._generated import ConnectionResponse, VariableResponse
         from airflow.sdk.exceptions import ErrorType

@@ -116,7 +116,7 @@ class Child:
 
     def tail(self) -> str:
         err = self.stderr_path.read_text(errors="replace")[-3000:]
-        return f"\n--- child stdout (tail)\n{''.join(self.other[-30:])}\n--- child stderr (tail)\n{err}"
+        return f"\n--- child stdout (tail)\n{''.join(x for x in self.other if 'starting' not in x and 'Waiting for' not in x and 'completed' not in x)[:6000]}\n--- child stderr (tail)\n{err}"
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -142,11 +142,11 @@ def _refresh_with(portal: SandboxPortal, refresh_token: str) -> int:
         return int(exc.code)
 
 
-def _wait_until(condition: Any, timeout: float, what: str) -> None:
+def _wait_until(condition: Any, timeout: float, what: str, child: Child) -> None:
     end = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what}{child.tail()}")
         time.sleep(0.02)
 
 
@@ -197,7 +197,9 @@ def test_expired_token_mid_wait_refreshes_once_without_stalling_the_triggerer_lo
         try:
             child.expect("started", timeout=180)
             # Every session polled once with the first token before it expires: the expiry hits waits in progress.
-            _wait_until(lambda: portal.stats()["batch_commands"] >= TRIGGERS, 60, "the first poll of every session")
+            _wait_until(
+                lambda: portal.stats()["batch_commands"] >= TRIGGERS, 60, "the first poll of every session", child
+            )
             assert portal.stats()["errors"] == {}
             portal.expire_access_tokens()
             expired_at = time.time()
