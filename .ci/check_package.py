@@ -76,6 +76,7 @@ def check_wheel(checks: Checks, wheel: Path, version: str) -> None:
         )
         missing = [n for n in REQUIRED_IN_WHEEL if n not in names]
         checks.check("holds the hook, operator, sensor, trigger, client and sandbox", not missing, str(missing))
+        checks.check("holds the Apache-2.0 license text", dist_info + "licenses/LICENSE" in names)
         metadata = email.message_from_bytes(archive.read(dist_info + "METADATA"))
         entry_points = archive.read(dist_info + "entry_points.txt").decode()
     checks.check("METADATA version", metadata["Version"] == version, str(metadata["Version"]))
@@ -100,7 +101,7 @@ def check_sdist(checks: Checks, sdist: Path, version: str) -> None:
     with tarfile.open(sdist) as archive:
         names = archive.getnames()
     checks.check("the file name carries the version", sdist.name == f"{PACKAGE}-{version}.tar.gz")
-    for required in ("PKG-INFO", "pyproject.toml", "README.md", "CHANGELOG.md", f"{PACKAGE}/__init__.py"):
+    for required in ("PKG-INFO", "pyproject.toml", "README.md", "CHANGELOG.md", "LICENSE", f"{PACKAGE}/__init__.py"):
         checks.check(f"holds {required}", prefix + required in names)
     junk = [n for n in names if re.search(r"/(\.venv[^/]*|\.artifacts|dist|\.git|__pycache__|\.mypy_cache)(/|$)", n)]
     checks.check("holds no venvs, build output, caches or artefacts", not junk, str(junk[:10]))
