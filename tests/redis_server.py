@@ -26,6 +26,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.waiting import free_port
+
 #: Seconds to wait for the server to answer PING after it was started.
 START_TIMEOUT = 15.0
 
@@ -75,19 +77,13 @@ def _command(host: str, port: int, password: str, args: tuple[str, ...], timeout
     return rest
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _start(binary: str, directory: Path, password: str) -> tuple[subprocess.Popen[bytes], int]:
     config = directory / "redis.conf"
     config.write_text(f"requirepass {password}\n")
     config.chmod(0o600)
     last_error = ""
     for _ in range(3):  # another process may take the free port between the check and the bind
-        port = _free_port()
+        port = free_port()
         log_path = directory / "redis.log"
         with log_path.open("ab") as log:
             process = subprocess.Popen(

@@ -15,14 +15,12 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ import pytest
 
 from airflow_provider_bitrix24.sandbox import SandboxConfig, SandboxPortal
 from tests.helpers import ROOT, oauth_connection
+from tests.support.waiting import free_port, wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -49,22 +48,6 @@ ARTIFACTS = ROOT / ".artifacts" / "browser"
 ADMIN_USER, ADMIN_PASSWORD = "admin", "browser-test-password-0000"
 CONN_ID = "bitrix24_ui"
 TIMEOUT_MS = 60_000
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait(what: str, check: Callable[[], Any], timeout: float, interval: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 @dataclass
@@ -144,7 +127,7 @@ def airflow_ui(portal: SandboxPortal) -> Iterator[AirflowUI]:
     (home / "dags").mkdir()
     passwords = home / "simple_auth_manager_passwords.json"
     passwords.write_text(json.dumps({ADMIN_USER: ADMIN_PASSWORD}))
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(home),
@@ -182,7 +165,7 @@ def airflow_ui(portal: SandboxPortal) -> Iterator[AirflowUI]:
             return False
 
     try:
-        _wait("the api-server", healthy, 240)
+        wait_for("the api-server", healthy, 240)
         yield ui
     finally:
         if server.poll() is None:

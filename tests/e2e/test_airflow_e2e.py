@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -28,6 +27,7 @@ import pytest
 from airflow_provider_bitrix24.sandbox import SandboxConfig, SandboxPortal
 from airflow_provider_bitrix24.sandbox.state import SEED
 from tests.helpers import ROOT
+from tests.support.waiting import free_port, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -38,22 +38,6 @@ COMPONENTS = {
     "dag-processor": ["dag-processor"],
     "triggerer": ["triggerer", "--skip-serve-logs"],
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait(what: str, check, timeout: float, interval: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 class Airflow:
@@ -119,7 +103,7 @@ def deployment() -> Iterator[tuple[Airflow, SandboxPortal]]:
     for source in (ROOT / "example_dags").glob("*.py"):
         shutil.copy(source, home / "dags" / source.name)
     portal = SandboxPortal(SandboxConfig.preset("standard")).start()
-    api_port = _free_port()
+    api_port = free_port()
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(home),
@@ -152,8 +136,8 @@ def deployment() -> Iterator[tuple[Airflow, SandboxPortal]]:
             except OSError:
                 return False
 
-        _wait("the api-server", healthy, 180)
-        _wait("the DAG to be parsed", lambda: deployment.query("select 1 from dag where dag_id = ?", DAG_ID), 180)
+        wait_for("the api-server", healthy, 180)
+        wait_for("the DAG to be parsed", lambda: deployment.query("select 1 from dag where dag_id = ?", DAG_ID), 180)
         yield deployment, portal
     finally:
         deployment.stop()
@@ -170,9 +154,9 @@ def test_deferred_sensor_waits_in_the_triggerer_and_the_reply_is_saved(deploymen
         "after_message_id": max(portal.engine.state.sessions[SEED.support_latest_session_id].message_ids),
     }
     airflow.cli("dags", "trigger", DAG_ID, "--conf", json.dumps(conf))
-    run_id = _wait("the DAG run", lambda: airflow.query("select run_id from dag_run where dag_id = ?", DAG_ID), 60)[0][
+    run_id = wait_for("the DAG run", lambda: airflow.query("select run_id from dag_run where dag_id = ?", DAG_ID), 60)[
         0
-    ]
+    ][0]
 
     def sensor_state() -> str | None:
         airflow.alive()
@@ -184,17 +168,17 @@ def test_deferred_sensor_waits_in_the_triggerer_and_the_reply_is_saved(deploymen
         return rows[0][0] if rows else None
 
     # The sensor must be handed to the triggerer while the portal has nothing for it yet.
-    _wait("the sensor to defer", lambda: sensor_state() == "deferred", 180)
+    wait_for("the sensor to defer", lambda: sensor_state() == "deferred", 180)
     assert airflow.query("select count(*) from trigger")[0][0] >= 1
     # The triggerer picks the trigger up and polls the portal (through ``batch``), finding nothing yet.
     polls_before = portal.stats()["by_method"].get("batch", 0)
-    _wait("the triggerer to poll the portal", lambda: portal.stats()["by_method"].get("batch", 0) > polls_before, 90)
+    wait_for("the triggerer to poll the portal", lambda: portal.stats()["by_method"].get("batch", 0) > polls_before, 90)
     assert sensor_state() == "deferred"
 
     portal.add_message(conf["session_id"], SEED.client_user_ids[0], "Is delivery free?")
     reply_id = portal.add_message(conf["session_id"], SEED.operator_ids[0], "Yes, delivery is free over 50 EUR.")
 
-    final = _wait(
+    final = wait_for(
         "the DAG run to finish",
         lambda: (
             (s := airflow.query("select state from dag_run where run_id = ?", run_id)[0][0]) in {"success", "failed"}

@@ -16,25 +16,11 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
+from tests.support.waiting import free_port, wait_for
+
 INSTALL_HINT = "run .ci/install-services (installs redis-server and postgresql from the Debian packages)"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait(what: str, check, timeout: float, interval: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(interval)
-    raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 class ServiceMissing(RuntimeError):
@@ -65,7 +51,7 @@ class RedisServer:
         args = [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no"]
         args += ["--dir", str(self.workdir), "--logfile", str(self.workdir / "redis.log"), "--daemonize", "no"]
         self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        _wait("redis-server to answer PING", self.ping, 30)
+        wait_for("redis-server to answer PING", self.ping, 30, interval=0.1, error=RuntimeError)
         return self
 
     def ping(self) -> bool:

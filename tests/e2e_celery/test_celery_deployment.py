@@ -39,8 +39,9 @@ import pytest
 
 from airflow_provider_bitrix24.sandbox import SandboxConfig, SandboxPortal
 from airflow_provider_bitrix24.sandbox.state import POOL_CLIENT_ID
-from tests.e2e_celery.services import PostgresServer, RedisServer, ServiceMissing, free_port
+from tests.e2e_celery.services import PostgresServer, RedisServer, ServiceMissing
 from tests.helpers import ROOT, token_variable
+from tests.support.waiting import free_port, wait_for
 
 #: The deployment starts once for the module; its setup (the whole run) counts against the first test's timeout.
 pytestmark = [pytest.mark.e2e, pytest.mark.e2e_celery, pytest.mark.timeout(1200)]
@@ -66,16 +67,6 @@ DEFER_TIMEOUT, RUN_TIMEOUT = 400.0, 300.0
 #: (the triggerers poll every 10 s while any wait is deferred).
 STALL_S = 90.0
 PRE_DEFERRAL = {None, "none", "scheduled", "queued", "running", "up_for_retry", "up_for_reschedule", "restarting"}
-
-
-def _wait(what: str, check: Callable[[], Any], timeout: float, interval: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 class GrantRecorder:
@@ -315,9 +306,9 @@ def run(request: pytest.FixtureRequest) -> dict[str, Any]:
             except OSError:
                 return False
 
-        _wait("the api-server", healthy, 180)
-        _wait("the DAG to be parsed", lambda: deployment.query("select 1 from dag where dag_id = %s", DAG_ID), 180)
-        _wait(
+        wait_for("the api-server", healthy, 180)
+        wait_for("the DAG to be parsed", lambda: deployment.query("select 1 from dag where dag_id = %s", DAG_ID), 180)
+        wait_for(
             f"{TRIGGERERS} triggerers to heartbeat",
             lambda: (
                 deployment.query("select count(*) from job where job_type = 'TriggererJob' and state = 'running'")[0][0]
@@ -375,7 +366,7 @@ def run(request: pytest.FixtureRequest) -> dict[str, Any]:
 
         def soft_wait(what: str, check: Callable[[], Any], timeout: float) -> Any:
             try:
-                return _wait(what, check, timeout, interval=2.0)
+                return wait_for(what, check, timeout, interval=2.0)
             except AssertionError:
                 timeouts.append(what)
                 return None
