@@ -25,7 +25,7 @@ HINTS: dict[str, str] = {
     "expired_token": "the OAuth token stayed expired after a refresh; re-authorise the application",
     "invalid_grant": (
         "the refresh token is no longer valid; re-authorise the application and put the new refresh token in the "
-        "connection (and delete the Variable bitrix24_oauth__<conn_id>)"
+        "connection (and delete the Variable bitrix24_oauth_token__<chain id> named in the error, if any)"
     ),
     "invalid_client": "the OAuth client_id or client_secret is wrong, or the app is not installed on this portal",
     "PAYMENT_REQUIRED": "the application's paid period is over",

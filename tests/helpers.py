@@ -90,10 +90,10 @@ def oauth_connection(portal: Any, tokens: dict[str, Any]) -> dict[str, Any]:
 
 
 def token_variable(conn: dict[str, Any]) -> str:
-    """The Variable that keeps the rotated token pair of an OAuth connection's chain: ``bitrix24_oauth__<chain id>``."""
+    """The Variable that keeps the rotated token pair of an OAuth connection's chain: ``bitrix24_oauth_token__<chain id>``."""
     from airflow_provider_bitrix24.client import OAuthCredentials, parse_connection
     from airflow_provider_bitrix24.client.oauth import chain_id
 
     config = parse_connection(host=conn["host"], extra=conn["extra"])
     assert isinstance(config.auth, OAuthCredentials)
-    return f"bitrix24_oauth__{chain_id(config.portal_key, config.auth)}"
+    return f"bitrix24_oauth_token__{chain_id(config.portal_key, config.auth)}"

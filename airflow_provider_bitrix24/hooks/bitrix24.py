@@ -16,8 +16,11 @@ if TYPE_CHECKING:
     from airflow_provider_bitrix24.client.oauth import TokenPair
     from airflow_provider_bitrix24.client.pipeline import Progress
 
-#: Airflow Variables holding the rotated OAuth token pair of a chain: ``bitrix24_oauth__<chain id>``.
-TOKEN_VARIABLE_PREFIX = "bitrix24_oauth__"
+#: Airflow Variables holding the rotated OAuth token pair of a chain: ``bitrix24_oauth_token__<chain id>``. The word
+#: "token" in the key makes Airflow mask the value in its UI, API and CLI.
+TOKEN_VARIABLE_PREFIX = "bitrix24_oauth_token__"
+#: Where version 0.1 kept the pair: ``bitrix24_oauth__<conn_id>``.
+LEGACY_VARIABLE_PREFIX = "bitrix24_oauth__"
 
 
 def _mask(secret: str) -> None:
@@ -54,7 +57,7 @@ def _supervisor_comms() -> Any:
 
 class VariableTokenStore:
     """
-    Keep the rotated OAuth tokens of a chain in the Airflow Variable ``bitrix24_oauth__<chain id>`` (JSON).
+    Keep the rotated OAuth tokens of a chain in the Airflow Variable ``bitrix24_oauth_token__<chain id>`` (JSON).
 
     Bitrix24 invalidates a refresh token as soon as it is used, so the new pair must be stored where every other
     process looks first; the Connection's extras only hold the pair the chain started from. The key depends on
@@ -70,7 +73,7 @@ class VariableTokenStore:
 
     def __init__(self, chain: str, log: Any, conn_id: str | None = None) -> None:
         self.key = f"{TOKEN_VARIABLE_PREFIX}{chain}"
-        self.legacy_key = f"{TOKEN_VARIABLE_PREFIX}{conn_id}" if conn_id else None
+        self.legacy_key = f"{LEGACY_VARIABLE_PREFIX}{conn_id}" if conn_id else None
         self.log = log
         self._where = f"Variable {self.key}" + (f" (the token chain of connection {conn_id})" if conn_id else "")
 

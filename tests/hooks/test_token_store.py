@@ -12,7 +12,7 @@ from tests.helpers import oauth_connection, set_conn
 
 def test_store_round_trip(airflow_db):
     store = VariableTokenStore("store_round_trip", logging.getLogger(__name__))
-    assert store.key == "bitrix24_oauth__store_round_trip"
+    assert store.key == "bitrix24_oauth_token__store_round_trip"
     assert store.load() is None
     store.save(TokenPair("access-123456", "refresh-123456", 1234.0, 1000.0))
     loaded = store.load()
@@ -23,6 +23,18 @@ def test_store_round_trip(airflow_db):
         1234.0,
         1000.0,
     )
+
+
+def test_airflow_masks_the_token_variable_in_its_ui_api_and_cli():
+    """Airflow hides a Variable's value only when its key names a secret ("token", "secret", ...)."""
+    try:
+        from airflow.sdk.execution_time.secrets_masker import should_hide_value_for_key  # Airflow 3
+    except ImportError:
+        from airflow.utils.log.secrets_masker import should_hide_value_for_key  # Airflow 2
+
+    store = VariableTokenStore("0123abcd", logging.getLogger(__name__), conn_id="b24")
+    assert should_hide_value_for_key(store.key)
+    assert store.legacy_key == "bitrix24_oauth__b24"
 
 
 def test_an_upgrade_finds_the_chain_where_earlier_versions_kept_it(sandbox, monkeypatch, airflow_db):
@@ -74,7 +86,7 @@ def test_next_process_uses_the_rotated_pair_not_the_stale_extras(sandbox, monkey
     first = Bitrix24Hook(bitrix24_conn_id="b24_rotation")
     first.call("profile")
     store = _chain_store(first)
-    assert store.key == f"bitrix24_oauth__{oauth.chain_id(first.config.portal_key, first.config.auth)}"
+    assert store.key == f"bitrix24_oauth_token__{oauth.chain_id(first.config.portal_key, first.config.auth)}"
     stored = store.load()
     assert stored is not None
     assert stored.refresh_token != tokens["refresh_token"]
