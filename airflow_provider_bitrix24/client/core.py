@@ -86,13 +86,12 @@ log = logging.getLogger("airflow_provider_bitrix24.client")
 
 @dataclass(frozen=True, repr=False)
 class HttpRequest:
-    """One HTTP request; ``url``, ``json`` and ``params`` may hold secrets, ``redacted`` never does."""
+    """One HTTP request; ``url`` and ``json`` may hold secrets, ``redacted`` never does."""
 
     method: str
     url: str
     redacted: str
     json: dict[str, Any] | None = None
-    params: dict[str, str] | None = None
     rest_method: str = ""
     token: str | None = None
 
@@ -770,15 +769,3 @@ class Engine:
                 )
             start = envelope.next
             query["start"] = start
-
-
-def read_bounded(chunks: Iterable[bytes], limit: int, status: int, method: str) -> bytes:
-    """Join body chunks, refusing bodies over ``limit`` bytes."""
-    buffer = bytearray()
-    for chunk in chunks:
-        buffer += chunk
-        if len(buffer) > limit:
-            raise Bitrix24ResponseError(
-                "RESPONSE_TOO_LARGE", f"the answer exceeds {limit} bytes", status=status, method=method
-            )
-    return bytes(buffer)

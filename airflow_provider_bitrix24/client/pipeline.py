@@ -185,17 +185,19 @@ class BatchRun:
         if spread and not halt and len(self.entries) > BATCH_LIMIT and not any(_refers(c) for _, c in self.entries):
             room = self.window.size if headroom is None else max(1, min(self.window.size, headroom))
             self.chunk = min(BATCH_LIMIT, max(SPREAD_FLOOR, math.ceil(len(self.entries) / room)))
-        methods = {cmd[0].lower() for _, cmd in self.entries}
-        self.budget = shared_budget(engine.config, methods.pop()) if len(methods) == 1 else None
+        #: The methods of the run, as the caller spelled them.
+        self.methods = frozenset(cmd[0] for _, cmd in self.entries)
+        lowered = {method.lower() for method in self.methods}
+        self.budget = shared_budget(engine.config, lowered.pop()) if len(lowered) == 1 else None
         self._queue: deque[_Pending] = deque(
             _Pending(Job(self.entries[i : i + self.chunk])) for i in range(0, len(self.entries), self.chunk)
         )
         self._results: dict[str, BatchItem] = {}
+        self._ok = 0
         self._waited: dict[str, float] = {}
         self.in_flight = 0
         self.stop_error: Bitrix24Error | None = None
         self.fatal: BaseException | None = None
-        self.requests = 0
 
     # -- what to send
 
@@ -206,8 +208,7 @@ class BatchRun:
     def _cap(self) -> int:
         """The window, narrowed to one request while a method of the run is close to its operating budget."""
         limiter = self.engine.limiter
-        methods = {cmd[0] for _, cmd in self.entries[:BATCH_LIMIT]}
-        if any(limiter.operating(m) >= OPERATING_CAUTION * OPERATING_LIMIT for m in methods):
+        if any(limiter.operating(m) >= OPERATING_CAUTION * OPERATING_LIMIT for m in self.methods):
             return 1
         return self.window.size
 
@@ -220,7 +221,6 @@ class BatchRun:
             if pending.not_before <= now:
                 del self._queue[index]
                 self.in_flight += 1
-                self.requests += 1
                 job = pending.job
                 if self.budget is not None:
                     job.booked, job.wait = self.budget.reserve(len(job.entries))
@@ -296,6 +296,7 @@ class BatchRun:
                     retry.append((key, cmd))
                     continue
             self._results[key] = item
+            self._ok += item.ok
             if error is not None and error.code in self.stop_codes and self.stop_error is None:
                 self.stop_error = error
             if error is not None and self.halt and self.stop_error is None:
@@ -309,8 +310,8 @@ class BatchRun:
             self._requeue(retry, job.attempt + 1, self._clock() + delay)
         if self.on_progress is not None:
             items = [self._results[key] for key, _ in job.entries if key in self._results]
-            ok = sum(1 for item in self._results.values() if item.ok)
-            self.on_progress(Progress(len(self._results), len(self.entries), ok, len(self._results) - ok, items))
+            done = len(self._results)
+            self.on_progress(Progress(done, len(self.entries), self._ok, done - self._ok, items))
 
     def _requeue(self, entries: list[tuple[str, Command]], attempt: int, not_before: float) -> None:
         """Queue commands to send again, filling retries of other requests due about as soon (fewer requests)."""
