@@ -112,7 +112,8 @@ class HttpResponse:
     """
 
     status: int
-    body: bytes
+    #: May hold secrets (a token answer's pair).
+    body: bytes = field(repr=False)
     headers: Mapping[str, str] = field(default_factory=dict)
     parsed: Any = field(default=_UNDECODED, repr=False, compare=False)
 

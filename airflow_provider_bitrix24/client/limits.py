@@ -289,8 +289,6 @@ class LocalLimiter:
     def __init__(self, bucket: LeakyBucket, tracker: OperatingTracker) -> None:
         self.bucket = bucket
         self.tracker = tracker
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"LocalLimiter({self.bucket.limit!r})"

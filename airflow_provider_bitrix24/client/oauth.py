@@ -159,8 +159,10 @@ class TokenRequest:
 
 @dataclass(frozen=True)
 class TokenAnswer:
+    """The OAuth server's answer; its body holds the new tokens."""
+
     status: int
-    body: bytes
+    body: bytes = field(repr=False)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ from typing import Final
 
 _MIN_LENGTH: Final = 4
 _secrets: set[str] = set()
+#: The registered secrets, longest first (a secret inside a longer one is replaced after it); rebuilt on change.
+_ordered: tuple[str, ...] = ()
 _lock = threading.Lock()
 #: Loggers of the HTTP stacks the client uses; their records may contain full URLs.
 HTTP_LOGGERS: Final = ("httpx", "httpcore", "urllib3", "urllib3.connectionpool", "requests")
@@ -22,16 +24,16 @@ HTTP_LOGGERS: Final = ("httpx", "httpcore", "urllib3", "urllib3.connectionpool",
 
 def register_secret(value: str | None) -> None:
     """Remember ``value`` so that :func:`redact` and the log filter hide it."""
-    if value and len(value) >= _MIN_LENGTH:
+    global _ordered
+    if value and len(value) >= _MIN_LENGTH and value not in _secrets:
         with _lock:
             _secrets.add(value)
+            _ordered = tuple(sorted(_secrets, key=len, reverse=True))
 
 
 def redact(text: str) -> str:
     """Replace every registered secret in ``text`` with ``***``."""
-    with _lock:
-        secrets = sorted(_secrets, key=len, reverse=True)
-    for secret in secrets:
+    for secret in _ordered:
         if secret in text:
             text = text.replace(secret, "***")
     return text
@@ -41,7 +43,7 @@ class RedactingFilter(logging.Filter):
     """Rewrite a record's message and arguments with the secrets replaced."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if _secrets:
+        if _ordered:
             try:
                 message = record.getMessage()
             except Exception:

@@ -127,7 +127,7 @@ class SaveQuickAnswerOperator(BaseOperator):
             self._raise(exc)
         if result is not True:
             raise AirflowFailException(
-                f"Could not save message {message_id} of chat {chat_id}: the portal answered {result!r} instead of "
+                f"Could not save message {message_id} of chat {chat_id}: the portal answered {show(result)} instead of "
                 "true, so nothing was saved. Hint: check that the message exists and that the connection's user may "
                 "edit the line's quick-answer list."
             )
@@ -167,7 +167,7 @@ class SaveQuickAnswerOperator(BaseOperator):
             elif item.error is not None:
                 failures.append((item.key, item.error.code))
             elif item.result is not True:
-                failures.append((item.key, f"answered {item.result!r}"))
+                failures.append((item.key, f"answered {show(item.result)}"))
         if failures:
             reasons = "; ".join(f"{key}: {why}" for key, why in failures[:20])
             more = f" and {len(failures) - 20} more" if len(failures) > 20 else ""

@@ -268,3 +268,12 @@ def test_a_refused_refresh_token_tries_the_pair_earlier_versions_kept_before_wai
     assert session.pair.refresh_token == "fake-refresh-new-0004"
     assert not any(isinstance(a, Wait) for a in runner.actions)
     assert any(isinstance(a, LoadTokens) and a.previous for a in runner.actions)
+
+
+def test_token_answers_do_not_show_their_tokens_in_repr():
+    from airflow_provider_bitrix24.client.core import HttpResponse
+
+    body = b'{"access_token": "canary-access-0000", "refresh_token": "canary-refresh-0000"}'
+    for answer in (oauth.TokenAnswer(200, body), HttpResponse(200, body)):
+        assert answer.body == body
+        assert "canary" not in repr(answer)
