@@ -265,6 +265,9 @@ class SessionPoller:
         for item in items:
             for subscription in chunk[targets[item.key]]:
                 self._deliver(subscription, item, transient)
+                # Each wait reads its answer within a time bound; the loop gets a turn between two of them, so
+                # that a batch of 50 slow patterns does not hold it for 50 bounds in a row.
+                await asyncio.sleep(0)
         if transient:
             self.stats.transient_errors += len(transient)
             log.warning(
@@ -299,14 +302,15 @@ class SessionPoller:
         if subscription.filter.is_met(matches):
             subscription.future.set_result(matches)
         else:
-            self._reschedule([subscription])
+            # An answer the time bound cut short is read on at the next round, not a whole interval later.
+            self._reschedule([subscription], at_once=subscription.matcher.backlog > 0)
 
-    def _reschedule(self, subscriptions: Any) -> None:
+    def _reschedule(self, subscriptions: Any, at_once: bool = False) -> None:
         now = self._loop.time()
         blocked = self._client.engine.limiter.blocked_until(METHOD) if self._client is not None else None
         not_before = now + (blocked - time.time()) if blocked is not None else now
         for subscription in subscriptions:
-            subscription.due = max(now + subscription.interval, not_before)
+            subscription.due = max(now + (0.0 if at_once else subscription.interval), not_before)
 
     def _fail_all(self, exc: BaseException | None) -> None:
         for subscription in list(self._subscriptions):

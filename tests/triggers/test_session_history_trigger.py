@@ -213,3 +213,58 @@ def test_pollers_are_separate_per_connection(sandbox, webhook_conn, monkeypatch)
     events = asyncio.run(_events([_trigger(session_id=321), _trigger(bitrix24_conn_id="b24_other", session_id=335)]))
     assert [e["status"] for e in events] == ["success", "success"]
     assert sandbox.stats()["by_method"] == {"batch": 2}
+
+
+def test_an_answer_cut_short_by_the_time_bound_is_read_on_at_the_next_round(sandbox, webhook_conn, monkeypatch):
+    # A bound of 0 s: each poll searches one new message, then leaves the rest for the next answer.
+    monkeypatch.setattr(_poller, "MATCH_SECONDS", 0.0)
+    after = _after(sandbox)
+    for text in ("one", "two", "three", "four", "five"):
+        sandbox.add_message(SESSION, CLIENT, text)
+    trigger = _trigger(
+        session_id=SESSION, after_message_id=after, authors=["client"], text_pattern="five", poll_interval=60
+    )
+    started = time.monotonic()
+    (event,) = asyncio.run(_events([trigger], timeout=20))
+    assert event["status"] == "success", event
+    assert [m["text"] for m in event["messages"]] == ["five"]
+    # Five polls, one message each, back to back: not five intervals of 60 s.
+    assert time.monotonic() - started < 20
+    assert sandbox.stats()["batch_commands"] >= 5
+
+
+def test_the_loop_gets_a_turn_between_the_waits_of_one_answer(sandbox, webhook_conn, monkeypatch):
+    from airflow_provider_bitrix24 import history
+
+    feed = history.HistoryMatcher.feed
+
+    def slow_feed(self, *args, **kwargs):
+        end = time.perf_counter() + 0.03  # a wait's read of its answer, up to its time bound
+        while time.perf_counter() < end:
+            pass
+        return feed(self, *args, **kwargs)
+
+    monkeypatch.setattr(history.HistoryMatcher, "feed", slow_feed)
+    after = _after(sandbox)
+    sandbox.add_message(SESSION, OPERATOR, "done")
+
+    async def scenario():
+        gaps = []
+
+        async def heartbeat():
+            while True:
+                before = time.monotonic()
+                await asyncio.sleep(0.005)
+                gaps.append(time.monotonic() - before - 0.005)
+
+        beat = asyncio.ensure_future(heartbeat())
+        waits = [_trigger(session_id=SESSION, after_message_id=after, authors=["operator"]) for _ in range(20)]
+        events = await _events(waits)
+        beat.cancel()
+        return events, gaps
+
+    events, gaps = asyncio.run(scenario())
+    assert all(e["status"] == "success" for e in events)
+    assert sandbox.stats()["requests"] == 1  # the 20 waits were read from one answer
+    # 20 reads of 30 ms in a row would hold the loop for 0.6 s.
+    assert max(gaps) < 0.2, max(gaps)
