@@ -225,11 +225,11 @@ class Bitrix24Hook(BaseHook):
     @staticmethod
     def _redis_conn_id(conn: Any) -> str | None:
         """The ``redis_conn_id`` extra: the Airflow Redis connection through which processes share the limits."""
-        from airflow_provider_bitrix24.client.config import field_label
+        from airflow_provider_bitrix24.client.config import _extra_get, field_label
         from airflow_provider_bitrix24.client.errors import Bitrix24ConfigError
 
         extra = conn.extra_dejson if isinstance(conn.extra_dejson, dict) else {}
-        value = extra.get("redis_conn_id")
+        value = _extra_get(extra, "redis_conn_id")
         if value is None or (isinstance(value, str) and not value.strip()):
             return None
         if not isinstance(value, str):
@@ -248,12 +248,14 @@ class Bitrix24Hook(BaseHook):
     def config(self) -> PortalConfig:
         return self.config_from_connection(self._connection)
 
-    def _limiter(self, config: PortalConfig, redis_conn_id: str | None) -> Limiter | None:
+    @staticmethod
+    def _limiter(config: PortalConfig, redis_conn_id: str | None, redis_conn: Any) -> Limiter | None:
+        """The limiter shared through the Redis connection, or ``None`` (this process's own)."""
         if redis_conn_id is None:
             return None
         from airflow_provider_bitrix24.hooks._redis import redis_limiter
 
-        return redis_limiter(config, self.get_connection(redis_conn_id), redis_conn_id)
+        return redis_limiter(config, redis_conn, redis_conn_id)
 
     @cached_property
     def client(self) -> Bitrix24Client:
@@ -263,7 +265,9 @@ class Bitrix24Hook(BaseHook):
         config = self.config
         for secret in config.auth.secrets:
             _mask(secret)
-        limiter = self._limiter(config, self._redis_conn_id(self._connection))
+        redis_conn_id = self._redis_conn_id(self._connection)
+        redis_conn = self.get_connection(redis_conn_id) if redis_conn_id is not None else None
+        limiter = self._limiter(config, redis_conn_id, redis_conn)
         return Bitrix24Client(config, limiter=limiter, **self._client_kwargs(config))
 
     def get_conn(self) -> Bitrix24Client:
@@ -279,13 +283,9 @@ class Bitrix24Hook(BaseHook):
         config = self.config_from_connection(conn)
         for secret in config.auth.secrets:
             await _amask(secret)
-        limiter = None
         redis_conn_id = self._redis_conn_id(conn)
-        if redis_conn_id is not None:
-            from airflow_provider_bitrix24.hooks._redis import redis_limiter
-
-            redis_conn = await get_async_connection(conn_id=redis_conn_id, hook=self)
-            limiter = redis_limiter(config, redis_conn, redis_conn_id)
+        redis_conn = await get_async_connection(conn_id=redis_conn_id, hook=self) if redis_conn_id is not None else None
+        limiter = self._limiter(config, redis_conn_id, redis_conn)
         return AsyncBitrix24Client(config, limiter=limiter, **self._client_kwargs(config, asynchronous=True))
 
     # -- calls

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -124,6 +125,11 @@ def test_redis_conn_id_shares_the_limits_through_that_redis_connection(monkeypat
     assert isinstance(limiter, RedisLimiter)  # built without connecting: Redis is first asked at the first call
     assert "127.0.0.1:6399 (b24_redis_limits)" in repr(limiter)
     assert "bucket" in repr(limiter)
+
+
+def test_redis_conn_id_is_read_from_airflow_2s_prefixed_form_field_too():
+    conn = SimpleNamespace(extra_dejson={"extra__bitrix24__redis_conn_id": "b24_redis_limits"})
+    assert Bitrix24Hook._redis_conn_id(conn) == "b24_redis_limits"
 
 
 @pytest.mark.parametrize("value", [5, ["redis"], "   "])
