@@ -80,9 +80,7 @@ class SessionHistoryTrigger(BaseTrigger):
         )
 
     def _target(self) -> tuple[str, int]:
-        (field, value), *_ = history_query(self.session_id, self.chat_id).items()
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise HistoryArgumentError(field.lower(), f"{value!r} is not a positive integer")
+        ((field, value),) = history_query(self.session_id, self.chat_id).items()
         return field, value
 
     async def _new_client(self) -> Any:

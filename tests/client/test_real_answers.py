@@ -529,7 +529,7 @@ def test_async_batch_maps_user_keys_back(replay):
 # --------------------------------------------------------------------------- coverage of the corpus
 
 
-def test_every_answer_passes_through_the_client():
+def test_every_recording_is_given_to_a_test_case():
     assert len(ANSWERS) >= 25
     assert len({a.source["repo"] for a in ANSWERS}) >= 3
     assert {a.name for a in ANSWERS} <= _USED

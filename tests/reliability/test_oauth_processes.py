@@ -84,7 +84,7 @@ class HookProcess:
         return line
 
     def ready(self) -> None:
-        # A child that cannot even start is a broken harness: RuntimeError, which the xfail markers do not swallow.
+        # A child that cannot even start is a broken harness: RuntimeError, not an assertion about the behaviour.
         self._expect("ready", START_TIMEOUT, RuntimeError)
 
     def send(self, command: str) -> None:
