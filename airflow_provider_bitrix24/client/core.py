@@ -363,6 +363,12 @@ def list_rows(result: Any) -> list[Any]:
     return [result]
 
 
+def _check_method(method: Any) -> None:
+    """Refuse what cannot be a REST method name (it goes into a URL path, or a batch command before its ``?``)."""
+    if not method or not isinstance(method, str) or "/" in method or "?" in method:
+        raise Bitrix24ConfigError("method", f"must be a REST method name such as 'profile', got {method!r}")
+
+
 def _origin(url: str) -> tuple[str, str, int]:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
@@ -468,8 +474,7 @@ class Engine:
 
     def build_request(self, method: str, params: Mapping[str, Any] | None) -> HttpRequest:
         """The POST request of a REST call, with the credential where Bitrix24 expects it."""
-        if not method or not isinstance(method, str) or "/" in method or "?" in method:
-            raise Bitrix24ConfigError("method", f"must be a REST method name such as 'profile', got {method!r}")
+        _check_method(method)
         body = dict(params or {})
         auth = self.config.auth
         if isinstance(auth, WebhookAuth):
@@ -673,8 +678,7 @@ class Engine:
         """
         cmd: dict[str, str] = {}
         for key, (method, params) in chunk:
-            if not method or not isinstance(method, str) or "?" in method or "/" in method:
-                raise Bitrix24ConfigError("method", f"must be a REST method name, got {method!r}")
+            _check_method(method)
             query = php_query(params or {})
             cmd[key] = f"{method}?{query}" if query else method
         envelope = yield from self.call_flow("batch", {"halt": 1 if halt else 0, "cmd": cmd}, should_stop=should_stop)
