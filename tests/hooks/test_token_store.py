@@ -28,7 +28,7 @@ def test_store_round_trip(airflow_db):
 def test_airflow_masks_the_token_variable_in_its_ui_api_and_cli():
     """Airflow hides a Variable's value only when its key names a secret ("token", "secret", ...)."""
     try:
-        from airflow.sdk.execution_time.secrets_masker import should_hide_value_for_key  # Airflow 3
+        from airflow.sdk._shared.secrets_masker import should_hide_value_for_key  # Airflow 3
     except ImportError:
         from airflow.utils.log.secrets_masker import should_hide_value_for_key  # Airflow 2
 
