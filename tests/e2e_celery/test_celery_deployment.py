@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -66,6 +67,9 @@ DEFER_TIMEOUT, RUN_TIMEOUT = 400.0, 300.0
 #: The run counts as stalled when neither the portal sees a request nor a task changes state for this long
 #: (the triggerers poll every 10 s while any wait is deferred).
 STALL_S = 90.0
+#: Airflow's "Triggerer's async thread was blocked for X seconds" warning, and the most X may be here.
+BLOCKED = re.compile(r"async thread was blocked for (\d+(?:\.\d+)?) seconds")
+MAX_BLOCKED_S = 2.0
 PRE_DEFERRAL = {None, "none", "scheduled", "queued", "running", "up_for_retry", "up_for_reschedule", "restarting"}
 
 
@@ -461,6 +465,12 @@ def run(request: pytest.FixtureRequest) -> dict[str, Any]:
                 (home / f"triggerer-{n}.log").read_text(errors="replace").count("event loop appears deadlocked")
                 for n in range(1, TRIGGERERS + 1)
             ),
+            # Airflow's own watchdog of the trigger runner's loop: it sleeps 0.1 s and logs when it woke up late.
+            "triggerer_blocked_s": sorted(
+                float(seconds)
+                for n in range(1, TRIGGERERS + 1)
+                for seconds in BLOCKED.findall((home / f"triggerer-{n}.log").read_text(errors="replace"))
+            ),
             "timeouts": timeouts,
             "home": str(home) if keep else None,
         }
@@ -506,7 +516,9 @@ def _report(request: pytest.FixtureRequest, figures: dict[str, Any]) -> None:
         f"({figures['busy_vs_ideal']}x); DAG run {figures['dag_run_s']} s ({figures['dag_run_vs_ideal']}x)",
         f"  waits: all deferred {figures['trigger_to_all_deferred_s']} s after the trigger "
         f"{figures['states_at_deferral']}; triggers per triggerer {figures['triggers_per_triggerer']}",
-        f"  triggerer event-loop stalls reported: {figures['triggerer_loop_stalls']}; waits timed out: "
+        f"  triggerer event-loop stalls reported: {figures['triggerer_loop_stalls']}; Airflow's loop watchdog: "
+        f"{len(figures['triggerer_blocked_s'])} warning(s), longest {max(figures['triggerer_blocked_s'], default=0)} s; "
+        f"waits timed out: "
         f"{figures['timeouts'] or 'none'}",
         f"  phases {figures['phases_s']}; total {figures['total_s']} s; secret in logs: {figures['secret_in_logs']}",
     ]
@@ -571,8 +583,13 @@ def test_pass_within_115_of_the_buckets_ideal_time(run):
 
 
 def test_pass_no_triggerer_event_loop_stall(run):
-    """The triggerers never report their event loop stuck (a lock held across I/O the loop waits for)."""
+    """
+    The triggerers never report their event loop stuck (a lock held across I/O the loop waits for), and Airflow's
+    watchdog of the loop never saw it held for as long as a token request or a portal call takes. (It warns from
+    0.2 s on, which two busy cores give now and then whatever the triggers do; those are listed, not failed.)
+    """
     assert run["triggerer_loop_stalls"] == 0
+    assert max(run["triggerer_blocked_s"], default=0.0) < MAX_BLOCKED_S, run["triggerer_blocked_s"]
 
 
 def test_pass_no_secret_in_the_logs(run):
