@@ -83,17 +83,31 @@ class AsyncBitrix24Client:
     def __repr__(self) -> str:
         return f"AsyncBitrix24Client({self.engine.base_url!r}, auth={self.config.auth!r})"
 
-    @property
-    def http(self) -> httpx.AsyncClient:
+    def _build_http(self) -> httpx.AsyncClient:
+        """
+        Make the ``httpx.AsyncClient``. Called in a worker thread: it reads and parses the CA bundle (for https)
+        and imports httpx's transport stack on first use, tens of milliseconds that must not stall the loop.
+        """
+        import anyio._backends._asyncio  # noqa: F401  # imported by httpcore on the first connection otherwise
+        import httpcore  # noqa: F401
+
+        timeout = self.config.timeout
+        return httpx.AsyncClient(
+            verify=self.config.verify,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0)),
+            follow_redirects=False,
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            limits=httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=16),
+        )
+
+    async def _client(self) -> httpx.AsyncClient:
+        """The HTTP client, built off the event loop on first use and then reused."""
         if self._http is None:
-            timeout = self.config.timeout
-            self._http = httpx.AsyncClient(
-                verify=self.config.verify,
-                timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0)),
-                follow_redirects=False,
-                headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
-                limits=httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=16),
-            )
+            built = await asyncio.to_thread(self._build_http)
+            if self._http is None:
+                self._http = built
+            else:  # another coroutine built one meanwhile
+                await built.aclose()
         return self._http
 
     async def __aenter__(self) -> AsyncBitrix24Client:
@@ -151,7 +165,8 @@ class AsyncBitrix24Client:
         params: Mapping[str, str] | None,
     ) -> HttpResponse:
         limit = self.config.max_body_bytes
-        async with self.http.stream(method, url, json=json_body, params=params) as response:
+        http = await self._client()
+        async with http.stream(method, url, json=json_body, params=params) as response:
             buffer = bytearray()
             async for chunk in response.aiter_bytes():
                 buffer += chunk
