@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -27,6 +28,10 @@ from airflow_provider_bitrix24.client.config import OAuthCredentials, PortalConf
 
 #: The client paces at this share of the portal's drain rate, to absorb clock differences.
 RATE_SAFETY: Final = 0.98
+#: Seconds a request may take from its booked slot to the portal's counter (a late wake-up of the sleeping
+#: thread or process, the network). Requests booked in order can reach the portal bunched up by this much; see
+#: :func:`usable_burst`.
+LATENCY_ALLOWANCE: Final = 0.5
 #: Default operating-time budget of one method per 10 minutes, in seconds.
 OPERATING_LIMIT: Final = 480.0
 #: The portal's operating window; a reset announced further ahead than this (plus slack) is not believed.
@@ -83,12 +88,27 @@ class Limiter(Protocol):
     def arefresh_lock(self, name: str) -> contextlib.AbstractAsyncContextManager[None]: ...
 
 
+def usable_burst(limit: RateLimit) -> int:
+    """
+    The units of the portal's bucket the client fills: ``burst`` less a reserve for requests that arrive late.
+
+    The portal drains its counter from when requests arrive, so requests that waited for their slots and reach it
+    up to :data:`LATENCY_ALLOWANCE` late can arrive together with the next ones: ``per_second`` times that many
+    more than the client booked. The portal refuses a request only once its counter is above ``burst``, which
+    absorbs one of them; the rest are kept free here (at most half of the bucket). The standard plan (50, 2 per
+    second) keeps none, the enterprise plan (250, 5 per second) keeps 2.
+    """
+    late = max(0, math.ceil(limit.per_second * LATENCY_ALLOWANCE) - 1)
+    return max(1, limit.burst - min(late, limit.burst // 2))
+
+
 class LeakyBucket:
     """
     A leaky bucket of ``burst`` units draining at ``per_second``, as the portal keeps one per portal.
 
     :meth:`reserve` books one unit and returns how long the caller must wait before sending, so that the
-    portal's counter, which is checked before each request, never goes above ``burst``.
+    portal's counter, which is checked before each request, never goes above ``burst``, even when requests
+    reach the portal a little late: the client fills :func:`usable_burst` units of it.
     """
 
     def __init__(self, limit: RateLimit, clock: Callable[[], float] = time.monotonic) -> None:
@@ -102,7 +122,7 @@ class LeakyBucket:
         """Change the bucket's size and rate, keeping its current level."""
         with self._lock:
             self.limit = limit
-            self._capacity = float(limit.burst)
+            self._capacity = float(usable_burst(limit))
             self._rate = limit.per_second * RATE_SAFETY
 
     def _drain(self, now: float) -> None:

@@ -36,7 +36,14 @@ import redis
 import redis.asyncio
 
 from airflow_provider_bitrix24.client.config import PortalConfig
-from airflow_provider_bitrix24.client.limits import RATE_SAFETY, Grant, LocalLimiter, credential_key, local_limiter
+from airflow_provider_bitrix24.client.limits import (
+    RATE_SAFETY,
+    Grant,
+    LocalLimiter,
+    credential_key,
+    local_limiter,
+    usable_burst,
+)
 
 #: Seconds before an unreachable Redis is tried again.
 RETRY_AFTER: Final = 30.0
@@ -128,7 +135,7 @@ class RedisLimiter:
         self.lock_prefix = f"{namespace}:{{{portal}}}:oauth-lock:"
         rate = config.rate_limit.per_second * RATE_SAFETY
         self._interval = 1.0 / rate
-        self._tau = config.rate_limit.burst * self._interval
+        self._tau = usable_burst(config.rate_limit) * self._interval
         self._sync_factory = sync_client
         self._async_factory = async_client
         self._sync: redis.Redis | None = None

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from airflow_provider_bitrix24.client import limits
 from airflow_provider_bitrix24.client.config import RateLimit
 from airflow_provider_bitrix24.client.core import HttpResponse, parse_response, php_query
 from airflow_provider_bitrix24.client.errors import (
@@ -19,7 +20,14 @@ from airflow_provider_bitrix24.client.errors import (
     Bitrix24TransportError,
     error_from_payload,
 )
-from airflow_provider_bitrix24.client.limits import RATE_SAFETY, LeakyBucket, LocalLimiter, OperatingTracker
+from airflow_provider_bitrix24.client.limits import (
+    LATENCY_ALLOWANCE,
+    RATE_SAFETY,
+    LeakyBucket,
+    LocalLimiter,
+    OperatingTracker,
+    usable_burst,
+)
 from airflow_provider_bitrix24.client.retry import RetryPolicy
 
 
@@ -117,6 +125,66 @@ def test_bucket_allows_the_burst_then_paces_at_the_drain_rate():
     assert waits == pytest.approx([1 / rate, 2 / rate, 3 / rate])
     clock.now += 10
     assert bucket.reserve() == 0.0
+
+
+@pytest.mark.parametrize(
+    ("burst", "per_second", "usable"),
+    [(50, 2.0, 50), (250, 5.0, 248), (10, 20.0, 5), (10, 10.0, 6), (2, 2.0, 2), (1, 20.0, 1), (50, 0.5, 50)],
+)
+def test_the_client_keeps_a_reserve_of_the_portals_bucket_for_late_requests(burst, per_second, usable):
+    """per_second x LATENCY_ALLOWANCE units, less the one the portal lets past, stay free (at most half)."""
+    assert usable_burst(RateLimit(burst=burst, per_second=per_second)) == usable
+
+
+def _portal_refusals(limit: RateLimit, requests: list[tuple[float, float]]) -> int:
+    """
+    Each request books its slot on the client's bucket when it is ready and goes out when the slot comes, then
+    reaches the portal ``late`` seconds after that. Count what the portal's bucket (the sandbox's model) refuses.
+    """
+    from airflow_provider_bitrix24.sandbox.config import SandboxConfig
+    from airflow_provider_bitrix24.sandbox.limits import LeakyBucket as PortalBucket
+
+    clock = FakeClock()
+    client = LeakyBucket(limit, clock=clock)
+    arrivals = []
+    for ready, late in sorted(requests):
+        clock.now = 1010.0 + ready  # after the bucket was made: it never sees time go back
+        arrivals.append(clock.now + client.reserve() + late)
+    portal_clock = FakeClock()
+    config = SandboxConfig(rate_limit_enabled=True, burst=limit.burst, per_second=limit.per_second)
+    portal = PortalBucket(config, clock=portal_clock)
+    refused = 0
+    for at in sorted(arrivals):
+        portal_clock.now = at
+        refused += not portal.admit("client")
+    return refused
+
+
+def _bunched(limit: RateLimit, late: float) -> list[tuple[float, float]]:
+    """
+    The worst bunching: requests trickle out for ``late`` seconds and all reach the portal late, at the moment
+    the next burst goes out on time, so the portal counts them together.
+    """
+    step = 1 / limit.per_second
+    trickle = [(-late + k * step, late - k * step) for k in range(round(late * limit.per_second))]
+    return trickle + [(0.0, 0.0)] * (limit.burst * 2)
+
+
+@pytest.mark.parametrize("limit", [RateLimit(50, 2.0), RateLimit(250, 5.0), RateLimit(10, 20.0), RateLimit(50, 10.0)])
+def test_requests_reaching_the_portal_late_do_not_overflow_its_bucket(limit, monkeypatch):
+    """Up to LATENCY_ALLOWANCE late (less when the reserve is capped at half the bucket): nothing is refused."""
+    reserve = limit.burst - usable_burst(limit)
+    late = min(LATENCY_ALLOWANCE, (reserve + 1) / limit.per_second)  # the portal lets one more past its burst
+    assert _portal_refusals(limit, _bunched(limit, late)) == 0
+    import random
+
+    rng = random.Random(7)
+    for _ in range(20):
+        requests = [(rng.uniform(0, 10), rng.uniform(0, late)) for _ in range(limit.burst * 3)]
+        assert _portal_refusals(limit, requests) == 0
+    if reserve:
+        monkeypatch.setattr(limits, "usable_burst", lambda lim: lim.burst)
+        assert _portal_refusals(limit, _bunched(limit, late)) > 0
 
 
 def test_bucket_assumes_full_after_a_rejection():

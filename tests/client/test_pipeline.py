@@ -225,16 +225,17 @@ def test_a_spread_run_takes_an_equal_share_of_the_window_per_request(sandbox):
 
 
 @pytest.mark.parametrize(
-    ("count", "burst", "expected"),
+    ("count", "burst", "per_second", "expected"),
     [
-        (1000, 5, [50] * 20),  # beyond what the window holds: full batches, the bucket sets the pace
-        (120, 50, [10] * 12),  # never fewer than ten commands per request
-        (2000, 50, [40] * 50),
+        (1000, 5, 1000, [50] * 20),  # beyond what the window holds: full batches, the bucket sets the pace
+        (120, 50, 1000, [10] * 12),  # never fewer than ten commands per request
+        (2000, 50, 2, [40] * 50),  # the standard plan: all 50 requests fit in its bucket at once
+        (2000, 50, 1000, [50] * 40),  # so fast a drain that half the bucket is kept for late requests
     ],
 )
-def test_a_spread_run_keeps_requests_full_when_the_window_is_small(sandbox, count, burst, expected):
+def test_a_spread_run_keeps_requests_full_when_the_window_is_small(sandbox, count, burst, per_second, expected):
     updates: list[Progress] = []
-    with _client(sandbox, rate_limit={"burst": burst, "per_second": 1000}) as client:
+    with _client(sandbox, rate_limit={"burst": burst, "per_second": per_second}) as client:
         items = client.batch(_saves(BULK[:count]), on_progress=updates.append, spread=True)
     assert all(item.ok for item in items)
     assert sorted((len(u.items) for u in updates), reverse=True) == expected
