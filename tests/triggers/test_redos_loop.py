@@ -154,7 +154,7 @@ async def run_scenario(
 
 
 @pytest.mark.parametrize("pattern", EVIL_PATTERNS)
-def test_unrelated_wait_fires_within_a_second_while_an_evil_pattern_polls(sandbox, webhook_conn, pattern):
+def test_unrelated_wait_fires_in_seconds_while_an_evil_pattern_polls(sandbox, webhook_conn, pattern):
     # 200 crafted 30-character messages (minutes each for a backtracking engine) and 20 of 20,000 characters.
     texts = [crafted(30)] * 200 + [crafted(20_000)] * 20
     outcome = asyncio.run(
@@ -164,12 +164,14 @@ def test_unrelated_wait_fires_within_a_second_while_an_evil_pattern_polls(sandbo
     assert outcome.other_event is not None
     assert outcome.other_event["status"] == "success", outcome.other_event
     assert [m["text"] for m in outcome.other_event["messages"]] == ["Here is your answer"]
+    # A backtracking search of one crafted message on the loop holds it for minutes; a busy machine's scheduling
+    # shows as stalls of tens of milliseconds and a latency of about a poll interval. 5 s separates the two.
     assert outcome.latency is not None
-    assert outcome.latency < 1.0
-    assert outcome.longest_stall < 0.5
+    assert outcome.latency < 5.0, outcome
+    assert outcome.longest_stall < 5.0, outcome
     # The evil wait kept polling, and searched each crafted message once, however many polls it made.
-    assert outcome.evil_polls >= 5
-    assert outcome.evil_searches == len(texts)
+    assert outcome.evil_polls >= 3, outcome
+    assert outcome.evil_searches == len(texts), outcome
 
 
 def main() -> None:

@@ -223,7 +223,8 @@ def test_demand_above_the_limit_slows_every_wait_alike(portal, monkeypatch):
         waits = asyncio.ensure_future(_wait_all(triggers, timeout=60))
         await asyncio.sleep(4 * round_time)
         (poller,) = _poller._pollers.values()
-        polls = [s.polls for s in poller._subscriptions]
+        # Polls started: those answered, and the one in flight (its answer may come late on a busy machine).
+        polls = [s.polls + (s.due == math.inf) for s in poller._subscriptions]
         # Every message appears at the same moment, about one second from now.
         moment = time.time() + 1.0
         appear = await asyncio.to_thread(
@@ -245,7 +246,10 @@ def test_demand_above_the_limit_slows_every_wait_alike(portal, monkeypatch):
     assert max(polls) - min(polls) <= 1, sorted(set(polls))
     assert min(polls) >= 2
     latencies = [seen - appeared for (_, seen), appeared in zip(results, appear, strict=True)]
-    assert max(latencies) <= 2 * round_time + 0.5, max(latencies)
+    # Seen at the first poll after it appeared: within one round plus the time its answer takes (about 1.6 s). The
+    # bound checked is three rounds and a second, room for slow answers on a busy machine; a wait passed over for
+    # three rounds or more exceeds it (an unfair order shows first in the poll counts checked above).
+    assert max(latencies) <= 3 * round_time + 1.0, max(latencies)
     sustained = [t for t in rest if t > started + burst / per_second]
     rate = (len(sustained) - 1) / (sustained[-1] - sustained[0]) if len(sustained) > 1 else 0.0
     print(
