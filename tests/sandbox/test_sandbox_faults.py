@@ -182,7 +182,7 @@ def test_stop_returns_promptly_with_hanging_and_idle_connections():
         time.sleep(0.01)
     started = time.monotonic()
     portal.stop()
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 5  # the hang alone would last an hour
     caller.join(5)
     assert not caller.is_alive()
     assert isinstance(outcome[0], requests.exceptions.ConnectionError)

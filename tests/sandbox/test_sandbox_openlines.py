@@ -119,7 +119,8 @@ def _concurrent_saves(http, portal, message_id, count=2):
 
 
 def test_concurrent_saves_of_one_message_duplicate_when_the_race_is_on(portal):
-    portal.configure(quick_save_race=True, race_window=0.5)
+    # Both saves must look up the message before either inserts it: the second has 2 s to arrive.
+    portal.configure(quick_save_race=True, race_window=2.0)
     message_id = SEED.bulk_message_ids[0]
     with requests.Session() as http:
         assert _concurrent_saves(http, portal, message_id) == [200, 200]
@@ -341,11 +342,11 @@ def test_history_text_is_rendered_as_the_portal_renders_it(api, portal):
 
 
 def test_history_orders_messages_newest_first_by_date_not_by_id(api, portal):
-    # A message whose id was taken first but that arrived later is the newest one.
-    late = portal.add_message(SEED.sales_session_id, 103, "Arrives later", delay=0.3)
+    # A message whose id was taken first but that arrived later (in a later second) is the newest one.
+    late = portal.add_message(SEED.sales_session_id, 103, "Arrives later", delay=2.0)
     early = portal.add_message(SEED.sales_session_id, 3, "Arrives now")
     assert late < early
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 10
     while str(late) not in _history(api, SESSION_ID=SEED.sales_session_id)["message"]:
         assert time.monotonic() < deadline
         time.sleep(0.05)
