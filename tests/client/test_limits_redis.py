@@ -52,14 +52,27 @@ def namespace(request) -> str:
     return f"test-{request.node.name}-{time.monotonic_ns()}"
 
 
+def _within(wait: float, slot: float, elapsed: float) -> bool:
+    """
+    Whether ``wait`` is the wait for a slot ``slot`` seconds after the first booking, as Redis's clock had moved
+    on by at most ``elapsed`` (measured around the bookings) when it was booked.
+    """
+    return slot - elapsed - 0.001 <= wait <= slot + 0.001
+
+
 def test_two_limiters_share_one_bucket_exactly(redis_server, namespace):
     """Two processes' limiters on one portal: the burst is shared, then one slot per drain interval for all."""
-    config = _config(burst=5, per_second=2.0)
+    # A slow drain (one slot per 5.1 s, no reserve kept at this rate): the waits, which shrink by the time spent
+    # booking, stay seconds apart however slowly the machine books them.
+    config = _config(burst=5, per_second=0.2)
     first, second = _limiter(redis_server, config, namespace), _limiter(redis_server, config, namespace)
+    started = time.monotonic()
     waits = [limiter.acquire("profile").wait for limiter in (first, second) * 4]
-    interval = 1 / (2.0 * RATE_SAFETY)
+    elapsed = time.monotonic() - started
+    interval = 1 / (0.2 * RATE_SAFETY)
     assert waits[:5] == [0.0] * 5
-    assert waits[5:] == pytest.approx([interval, 2 * interval, 3 * interval], abs=0.05)
+    slots = [interval, 2 * interval, 3 * interval]
+    assert all(_within(w, slot, elapsed) for w, slot in zip(waits[5:], slots, strict=True)), (waits, elapsed)
 
 
 def test_a_method_blocked_in_one_process_is_blocked_in_all(redis_server, namespace):
@@ -75,24 +88,30 @@ def test_a_method_blocked_in_one_process_is_blocked_in_all(redis_server, namespa
 
 
 def test_a_503_anywhere_makes_every_process_assume_the_bucket_is_full(redis_server, namespace):
-    config = _config(burst=5, per_second=2.0)
+    config = _config(burst=5, per_second=0.2)
     first, second = _limiter(redis_server, config, namespace), _limiter(redis_server, config, namespace)
+    started = time.monotonic()
     first.report_rejected()
-    assert second.acquire("profile").wait == pytest.approx(1 / (2.0 * RATE_SAFETY), abs=0.05)  # a full bucket
+    wait = second.acquire("profile").wait
+    elapsed = time.monotonic() - started
+    assert _within(wait, 1 / (0.2 * RATE_SAFETY), elapsed), (wait, elapsed)  # a full bucket: one drain interval
 
 
 def test_the_asyncio_twin_shares_the_same_bucket(redis_server, namespace):
-    config = _config(burst=3, per_second=2.0)
+    config = _config(burst=3, per_second=0.2)
     sync_side = _limiter(redis_server, config, namespace)
     async_side = _limiter(redis_server, config, namespace)
 
     async def main() -> list[float]:
         return [(await async_side.aacquire("profile")).wait for _ in range(2)]
 
+    started = time.monotonic()
     assert [sync_side.acquire("profile").wait for _ in range(2)] == [0.0, 0.0]
     waits = asyncio.run(main())
+    elapsed = time.monotonic() - started
     assert waits[0] == 0.0
-    assert waits[1] > 0.4
+    # The fourth booking of a bucket of three: one drain interval (5.1 s) after the first; 0 if not shared.
+    assert _within(waits[1], 1 / (0.2 * RATE_SAFETY), elapsed), (waits, elapsed)
 
 
 def test_redis_down_falls_back_to_the_process_bucket_and_warns_once(caplog, capsys):

@@ -36,11 +36,12 @@ from tests.reliability.canary import LeakScan, webhook_conn
 
 QUICK_SAVE = "imopenlines.message.quick.save"
 FAULT_RATE = 0.10
-#: The client gives up on an answer after this long; the slow fault answers later.
-TIMEOUT = 0.5
-SLOW = 1.0
+#: The client gives up on an answer after this long; the slow fault answers later. Long enough that a loaded
+#: machine never turns a normal answer into a timeout (that would add a request and shift the seeded faults).
+TIMEOUT = 2.0
+SLOW = 3.0
 #: Stands for the portal's 60 s execution cut-off, scaled down like the timeout.
-CUTOFF = 1.2
+CUTOFF = 3.5
 RETRIES = 3
 #: How long a method refused without a reset time is held (10 s against a real portal).
 UNKNOWN_BLOCK = 0.3

