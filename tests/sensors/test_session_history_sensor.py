@@ -267,9 +267,12 @@ def test_transient_errors_never_end_the_wait(sandbox, monkeypatch, caplog, capsy
     errors = sandbox.stats()["errors"]
     assert errors.get("QUERY_LIMIT_EXCEEDED") == 2
     assert errors.get("INTERNAL_SERVER_ERROR") == 1
-    # Airflow 3 logs through structlog to stdout, Airflow 2 through stdlib logging (and the console).
-    logged = ["".join(capsys.readouterr()), caplog.text]
-    assert max(text.count("will try again") for text in logged) == 4
+    # Airflow 3 logs through structlog to stdout, Airflow 2 through stdlib logging records. Counted in those two
+    # only: a handler an earlier test left on a closed stream prints "Logging error" tracebacks, repeating each
+    # message, to stderr.
+    records = [r.getMessage() for r in caplog.records if "will try again" in r.getMessage()]
+    printed = [line for line in capsys.readouterr().out.splitlines() if "will try again" in line]
+    assert len(records or printed) == 4, records or printed
 
 
 def test_transient_errors_in_the_trigger_only_delay_the_next_poll(sandbox, monkeypatch):
