@@ -96,31 +96,33 @@ def _oauth_conn(monkeypatch, portal, refresh: str, access: str | None) -> Bitrix
     return Bitrix24Hook(bitrix24_conn_id=conn_id, retry_policy=NO_RETRY)
 
 
-def _call(hook: Bitrix24Hook, texts: list[str]) -> None:
+def _call(hook: Bitrix24Hook, texts: list[str]) -> str:
+    """Call ``profile``, collect every text the call shows; return ``"ok"`` or the error code (the path taken)."""
     texts += [repr(hook), repr(hook.client), repr(hook.config), repr(hook.client.engine)]
     try:
         texts.append(json.dumps(hook.call("profile")))
     except Bitrix24Error as exc:
         texts += _exception_texts(exc)
+        return exc.code
+    return "ok"
 
 
-@pytest.mark.parametrize(
-    "fault",
-    [
-        None,
-        {"kind": "error", "error": "NO_AUTH_FOUND", "status": 401},
-        {"kind": "error", "error": "INTERNAL_SERVER_ERROR", "status": 500},
-        {"kind": "hang", "delay": 10 * TIMEOUT},
-        {"kind": "drop_after"},
-    ],
-    ids=["success", "401", "500", "timeout", "dropped"],
-)
-def test_webhook_paths(portal, collected, monkeypatch, fault):
+_PATHS = [
+    (None, "ok"),
+    ({"kind": "error", "error": "NO_AUTH_FOUND", "status": 401}, "NO_AUTH_FOUND"),
+    ({"kind": "error", "error": "INTERNAL_SERVER_ERROR", "status": 500}, "INTERNAL_SERVER_ERROR"),
+    ({"kind": "hang", "delay": 10 * TIMEOUT}, "TIMEOUT"),
+    ({"kind": "drop_after"}, "CONNECTION_FAILED"),
+]
+
+
+@pytest.mark.parametrize(("fault", "outcome"), _PATHS, ids=["success", "401", "500", "timeout", "dropped"])
+def test_webhook_paths(portal, collected, monkeypatch, fault, outcome):
     texts, _ = collected
     if fault:
         portal.inject_fault("profile", count=1, **fault)
     hook = _webhook_conn(monkeypatch, f"{portal.base_url}/rest/1/{CODE}/", timeout=TIMEOUT)
-    _call(hook, texts)
+    assert _call(hook, texts) == outcome  # the path meant, scanned for secrets by the fixture
 
 
 def test_webhook_connection_refused(collected, monkeypatch):
@@ -154,27 +156,24 @@ def test_oauth_invalid_grant(portal, collected, monkeypatch):
 def test_async_paths(portal, collected):
     texts, _ = collected
 
-    async def scenario(host: str, fault: dict | None) -> None:
+    async def scenario(host: str, fault: dict | None) -> str:
         if fault:
             portal.inject_fault("profile", count=1, **fault)
-        config = parse_connection(host=host, extra={"timeout": 0.5})
+        config = parse_connection(host=host, extra={"timeout": TIMEOUT})
         async with AsyncBitrix24Client(config, retry_policy=NO_RETRY) as client:
             texts.append(repr(client))
             try:
                 texts.append(json.dumps(await client.call("profile")))
             except Bitrix24Error as exc:
                 texts.extend(_exception_texts(exc))
+                return exc.code
+        return "ok"
 
     good = f"{portal.base_url}/rest/1/{CODE}/"
-    for host, fault in [
-        (good, None),
-        (good, {"kind": "error", "error": "NO_AUTH_FOUND", "status": 401}),
-        (good, {"kind": "error", "error": "INTERNAL_SERVER_ERROR", "status": 500}),
-        (good, {"kind": "hang", "delay": 2}),
-        (f"http://127.0.0.1:{_closed_port()}/rest/1/{CODE}/", None),
-    ]:
-        asyncio.run(scenario(host, fault))
-    assert any("TIMEOUT" in t for t in texts)
+    refused = f"http://127.0.0.1:{_closed_port()}/rest/1/{CODE}/"
+    outcomes = [asyncio.run(scenario(good, fault)) for fault, _ in _PATHS[:4]]
+    outcomes.append(asyncio.run(scenario(refused, None)))
+    assert outcomes == [outcome for _, outcome in _PATHS[:4]] + ["CONNECTION_FAILED"]
 
 
 def test_dag_run_leaves_no_secret_in_xcom_logs_or_database(portal, collected, monkeypatch, airflow_db):
