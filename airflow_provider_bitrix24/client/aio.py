@@ -10,6 +10,8 @@ decoded in a worker thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
@@ -88,8 +90,12 @@ class AsyncBitrix24Client:
         Make the ``httpx.AsyncClient``. Called in a worker thread: it reads and parses the CA bundle (for https)
         and imports httpx's transport stack on first use, tens of milliseconds that must not stall the loop.
         """
-        import anyio._backends._asyncio  # noqa: F401  # imported by httpcore on the first connection otherwise
         import httpcore  # noqa: F401
+
+        # anyio's asyncio backend, which httpcore imports on the first connection otherwise. A private module of
+        # anyio: when a release moves it, the first connection imports the backend as before.
+        with contextlib.suppress(ImportError):
+            importlib.import_module("anyio._backends._asyncio")
 
         timeout = self.config.timeout
         return httpx.AsyncClient(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import random
 import time
 
 import pytest
@@ -176,8 +177,6 @@ def test_requests_reaching_the_portal_late_do_not_overflow_its_bucket(limit, mon
     reserve = limit.burst - usable_burst(limit)
     late = min(LATENCY_ALLOWANCE, (reserve + 1) / limit.per_second)  # the portal lets one more past its burst
     assert _portal_refusals(limit, _bunched(limit, late)) == 0
-    import random
-
     rng = random.Random(7)
     for _ in range(20):
         requests = [(rng.uniform(0, 10), rng.uniform(0, late)) for _ in range(limit.burst * 3)]
