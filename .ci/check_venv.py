@@ -1,9 +1,10 @@
 """
 Check a virtualenv built by the Makefile before it is called ready.
 
-Run with the venv's own interpreter: ``<venv>/bin/python .ci/check_venv.py <venv> <airflow-version> <root>``.
+Run with the venv's own interpreter: ``<venv>/bin/python .ci/check_venv.py <venv> <airflow-version> <root> <lock>``.
 Fails (exit 1, one line per problem) unless this interpreter is the venv's, Airflow is the expected version,
-the provider is imported from the checkout, and the dev tools (ruff, mypy, pytest) are in the venv.
+the provider is imported from the checkout, the dev tools (ruff, mypy, pytest) are in the venv, and every
+installed package is the one the lock names, at the lock's version, with nothing more (tests/support/locks.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 def main() -> int:
     venv, airflow_version, root = Path(sys.argv[1]).resolve(), sys.argv[2], Path(sys.argv[3]).resolve()
+    lock = root / sys.argv[4]
     problems: list[str] = []
     if Path(sys.prefix).resolve() != venv or sys.prefix == sys.base_prefix:
         problems.append(f"the interpreter is not the venv's (sys.prefix={sys.prefix})")
@@ -42,6 +44,12 @@ def main() -> int:
             problems.append(f"{tool} is missing from {bindir}")
     if shutil.which("ruff", path=str(bindir)) is None:
         problems.append("ruff is not executable in the venv")
+    sys.path.insert(0, str(root))
+    from tests.support import locks
+
+    problems += [
+        f"differs from {lock.name}: {p}" for p in locks.differences(locks.pinned(lock.read_text()), locks.installed())
+    ]
     for problem in problems:
         print(f"{venv.name}: {problem}", file=sys.stderr)
     return 1 if problems else 0

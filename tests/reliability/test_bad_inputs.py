@@ -22,17 +22,22 @@ from airflow_provider_bitrix24.operators.quick_answer import SaveQuickAnswerOper
 from airflow_provider_bitrix24.sandbox.state import SEED
 from airflow_provider_bitrix24.sensors.session_history import SessionHistorySensor
 from tests.helpers import set_conn
-from tests.reliability.canary import ACCESS, CLIENT_SECRET, CODE, REFRESH, webhook_conn
+from tests.reliability.canary import ACCESS, CANARIES, CLIENT_SECRET, CODE, REFRESH, webhook_conn
 
 
 @dataclass(frozen=True)
 class Case:
-    """One wrong value: the arguments (or connection) that carry it, and the field the error must name."""
+    """
+    One wrong value: the arguments (or connection) that carry it, and the field the error must name.
+
+    The connection stays out of ``repr``: pytest prints a failing test's arguments in its report, and the
+    connection holds the portal's canary secrets, which the leak scan would then find in the report.
+    """
 
     name: str
     field: str
     args: dict[str, Any] = field(default_factory=dict)
-    conn: dict[str, Any] | None = None
+    conn: dict[str, Any] | None = field(default=None, repr=False)
 
     def __str__(self) -> str:
         return self.name
@@ -262,3 +267,11 @@ def test_the_cases_cover_every_argument_and_connection_field():
     assert {"extra.rate_limit", "extra.auth_type", "extra.client_secret", "extra.refresh_token"} <= conn_fields
     assert {"extra.expires_at", "extra.oauth_url"} <= conn_fields
     assert len(OPERATOR_CASES) + len(SENSOR_CASES) + len(CONNECTION_CASES) >= 30
+
+
+def test_a_failing_case_report_shows_no_secret_of_its_connection():
+    """pytest prints a failing test's arguments: the canaries of a case's connection must not be among them."""
+    with_secrets = [c for c in CONNECTION_CASES if c.conn and any(s in repr(c.conn) for s in CANARIES)]
+    assert with_secrets, "no connection case carries a canary: the check below would prove nothing"
+    leaking = [c.name for c in with_secrets if any(s in repr(c) for s in CANARIES)]
+    assert leaking == []
