@@ -8,6 +8,8 @@ its lock, and the locks to pyproject.toml and the Makefile, so that a fresh mach
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -105,3 +107,33 @@ def test_the_lowest_lock_holds_every_direct_dependency_at_its_declared_lower_bou
         checked.append(req.name)
     assert "apache-airflow" in checked
     assert len(checked) >= 6
+
+
+def _find_python(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``.ci/find-python`` on a machine whose only interpreter is this one, as ``python3``, with an empty home."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    link = bindir / "python3"
+    if not link.exists():
+        link.symlink_to(sys.executable)
+    env = {"PATH": str(bindir), "HOME": str(tmp_path / "home")}
+    return subprocess.run(
+        [shutil.which("bash") or "/bin/bash", str(ROOT / ".ci" / "find-python"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+
+
+def test_each_venv_finds_an_interpreter_its_airflow_supports_or_says_what_to_install(tmp_path):
+    here = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    found = _find_python(tmp_path, "3.10", here)
+    assert found.returncode == 0, found.stderr
+    assert Path(found.stdout.strip()).resolve() == Path(sys.executable).resolve()
+    # A machine whose python3 is newer than the range (Python 3.13 for Airflow 2.11, say) and has nothing else.
+    below = f"3.{sys.version_info[1] - 1}"
+    missing = _find_python(tmp_path, "3.9", below, "python3")
+    assert missing.returncode == 1
+    assert f"No Python between 3.9 and {below} found (tried python3 first). Install one" in missing.stderr
+    assert "PYTHON=/path/to/python3.x" in missing.stderr
