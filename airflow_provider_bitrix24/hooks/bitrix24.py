@@ -324,6 +324,12 @@ class Bitrix24Hook(BaseHook):
             to another one's outcome.
         :return: One :class:`~airflow_provider_bitrix24.client.BatchItem` per command, in input order; a failed
             command carries its error and never hides the others' results.
+        :raises Bitrix24BatchError: when a whole request failed (after the client's retries), so the run ended
+            early. It is also an instance of that request's error class (``except Bitrix24AuthError`` still
+            works), and carries every command's outcome: ``err.done``, ``err.failed``, ``err.unknown`` (sent, no
+            readable answer: the portal may have run them) and ``err.not_sent`` list the keys, ``err.items`` holds
+            one ``BatchItem`` per command. Before retrying commands that are not idempotent (``crm.lead.add``),
+            send only ``err.not_sent`` and ``err.failed``, and check the ``err.unknown`` ones on the portal.
         """
         return self.client.batch(commands, halt=halt, stop_codes=stop_codes, on_progress=on_progress, spread=spread)
 
