@@ -168,6 +168,27 @@ class VariableTokenStore:
 _DESCRIPTION = "Rotated Bitrix24 OAuth tokens (kept by the Bitrix24 provider; refresh tokens work once)"
 
 
+#: How to get the Redis client that ``redis_conn_id`` needs.
+REDIS_INSTALL_HINT = "pip install 'airflow-provider-bitrix24[redis]'"
+
+
+def _require_redis() -> None:
+    """Fail with a configuration error naming ``redis_conn_id`` and the extra to install when Redis is missing."""
+    from airflow_provider_bitrix24.client.config import field_label
+    from airflow_provider_bitrix24.client.errors import Bitrix24ConfigError
+
+    try:
+        import redis  # noqa: F401
+        import redis.asyncio  # noqa: F401
+    except ImportError:
+        raise Bitrix24ConfigError(
+            "extra.redis_conn_id",
+            f"is set, but the Redis client is not installed; install the provider's redis extra ({REDIS_INSTALL_HINT})"
+            " or clear the field to keep the limits per process",
+            label=field_label("extra.redis_conn_id"),
+        ) from None
+
+
 class Bitrix24Hook(BaseHook):
     """
     Call the Bitrix24 REST API using an Airflow Connection.
@@ -238,6 +259,7 @@ class Bitrix24Hook(BaseHook):
                 "must be the id of an Airflow Redis connection",
                 label=field_label("extra.redis_conn_id"),
             )
+        _require_redis()
         return value.strip()
 
     @cached_property
