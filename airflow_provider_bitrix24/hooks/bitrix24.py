@@ -178,7 +178,7 @@ def _require_redis() -> None:
     from airflow_provider_bitrix24.client.errors import Bitrix24ConfigError
 
     try:
-        import redis  # noqa: F401
+        import redis
         import redis.asyncio  # noqa: F401
     except ImportError:
         raise Bitrix24ConfigError(
