@@ -65,8 +65,9 @@ class SaveQuickAnswerOperator(BaseOperator):
     a request's saves one after another), never the same message in two requests. Duplicated ids are saved once. Messages that cannot be saved (``CANT_SAVE_QUICK_ANSWER``)
     do not stop the others: the task saves everything it can, then fails naming them. Errors about the chat or
     the credential fail the task at once, without retries; transient errors that outlast the client's retries
-    leave the task to Airflow's ``retries``, and a later try saves the rest without duplicating anything (the
-    portal updates an answer that already holds the same message).
+    leave the task to Airflow's ``retries`` (also when other messages failed permanently: the error then names
+    both kinds), and a later try saves the rest without duplicating anything (the portal updates an answer that
+    already holds the same message).
 
     .. seealso::
         https://apidocs.bitrix24.com/api-reference/imopenlines/openlines/messages/imopenlines-message-quick-save.html
