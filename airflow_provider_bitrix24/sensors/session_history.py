@@ -327,7 +327,7 @@ class SessionHistorySensor(BaseSensorOperator):
     # -- reschedule mode: what the earlier pokes of a wait read
 
     def _state_key(self, context: Context) -> str | None:
-        ti = context.get("ti") if isinstance(context, dict) else None
+        ti = context.get("ti") if hasattr(context, "get") else None  # Airflow 2's Context is no dict
         if ti is None:
             return None
         where = f"{ti.dag_id}|{ti.run_id}|{ti.task_id}|{getattr(ti, 'map_index', -1)}"

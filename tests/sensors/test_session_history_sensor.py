@@ -422,6 +422,32 @@ def test_reschedule_mode_reads_only_the_new_messages_at_each_poke(sandbox, webho
     assert Variable.get(sensor._state_key({"ti": ti}), default_var=None) is None
 
 
+def test_reschedule_mode_forgets_what_it_kept_when_the_wait_fails(sandbox, webhook_conn, airflow_db):
+    from airflow.models.variable import Variable
+
+    started = datetime.now(timezone.utc)
+    ti = SimpleNamespace(
+        dag_id="d_forget",
+        task_id="wait",
+        run_id="r",
+        map_index=-1,
+        try_number=1,
+        max_tries=0,
+        get_first_reschedule_date=lambda context: started,
+    )
+    sensor = _sensor(session_id=SESSION, text_pattern="no such text", mode="reschedule")
+    with pytest.raises(AirflowRescheduleException):
+        sensor.execute(context={"ti": ti})
+    key = sensor._state_key({"ti": ti})
+    kept = json.loads(Variable.get(key))
+    assert kept["read"] > 0
+    assert kept["matched"] == []
+    sandbox.inject_fault(HISTORY, "error", error="ACCESS_DENIED")
+    with pytest.raises(AirflowFailException, match=r"^ACCESS_DENIED"):
+        _sensor(session_id=SESSION, text_pattern="no such text", mode="reschedule").execute(context={"ti": ti})
+    assert Variable.get(key, default_var=None) is None
+
+
 def test_an_unreadable_answer_fails_the_poke_with_a_response_error(sandbox, webhook_conn, monkeypatch):
     sensor = _sensor(session_id=SESSION)
     answer = {"sessionId": 335, "message": {"1": {"id": "\u00b2", "senderid": "2", "text": "hi"}}}
