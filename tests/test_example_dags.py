@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from airflow_provider_bitrix24.sandbox.state import SEED
-from tests.helpers import DAGS_FOLDER, ROOT, load_dag, run_dag
+from tests.helpers import DAGS_FOLDER, ROOT, load_dag, run_dag, set_conn
 
 EXAMPLES = sorted(p.stem for p in (ROOT / "example_dags").glob("*.py"))
 SECRETS = ("sandbox-webhook-0000",)
@@ -50,6 +51,24 @@ def test_permanent_error_fails_after_one_try_despite_retries(sandbox, webhook_co
     result = run_dag("bitrix24_test_permanent_error")
     assert result.state == "failed"
     assert result.tasks["save_to_missing_chat"] == ("failed", 1)
+    assert sandbox.stats()["requests"] == 1
+
+
+def test_taskflow_example_dag(sandbox, webhook_conn, airflow_db):
+    result = run_dag("example_bitrix24_taskflow")
+    assert result.state == "success", result.tasks
+    assert result.xcoms["save_messages"] == [85805, 85803]
+    saved = [a["message_id"] for a in sandbox.quick_answers()]
+    assert saved.count(85805) == saved.count(85803) == 1
+
+
+def test_taskflow_hook_with_airflow_errors_fails_a_revoked_webhook_after_one_try(sandbox, monkeypatch, airflow_db):
+    data = json.loads(sandbox.airflow_conn_json("webhook"))
+    data["host"] = data["host"].replace(SECRETS[0], "revoked-webhook-0000")
+    set_conn(monkeypatch, "b24_revoked", data)
+    result = run_dag("bitrix24_test_taskflow_revoked")
+    assert result.state == "failed"
+    assert result.tasks["read_profile"] == ("failed", 1)  # retries=3, none burnt
     assert sandbox.stats()["requests"] == 1
 
 

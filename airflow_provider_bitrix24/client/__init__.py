@@ -25,6 +25,7 @@ from airflow_provider_bitrix24.client.core import BATCH_LIMIT, BatchItem, Envelo
 from airflow_provider_bitrix24.client.errors import (
     Bitrix24ApiError,
     Bitrix24AuthError,
+    Bitrix24BatchError,
     Bitrix24ConfigError,
     Bitrix24Error,
     Bitrix24MethodError,
@@ -55,6 +56,7 @@ __all__ = [
     "BatchItem",
     "Bitrix24ApiError",
     "Bitrix24AuthError",
+    "Bitrix24BatchError",
     "Bitrix24Client",
     "Bitrix24ConfigError",
     "Bitrix24Error",

@@ -11,7 +11,7 @@ is only used when the body carries no code at all.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 
 class Bitrix24Error(Exception):
@@ -159,6 +159,104 @@ class Bitrix24TokenStoreError(Bitrix24AuthError):
 
 class Bitrix24PortalMovedError(Bitrix24RequestError):
     """The portal answered with a redirect to an address the client will not send credentials to."""
+
+
+class Bitrix24BatchError(Bitrix24Error):
+    """
+    A run of batch commands ended early on a request error (``call_batch``, ``client.batch``): it carries every
+    command's outcome, so that nothing the portal already did is run twice by a retry.
+
+    The exception raised is also an instance of the error that ended the run (``cause``), with its ``code``,
+    ``description``, ``status``, ``method`` and ``retryable``: ``except Bitrix24AuthError`` still catches a run
+    ended by a bad credential. Its text is the cause's, followed by the counts of each outcome (never a key, a
+    parameter or a secret).
+
+    :ivar items: One ``BatchItem`` per command, in input order: its result when it was done, its error when it
+        failed, ``NOT_EXECUTED`` when it was never sent, ``NO_ANSWER`` when it was sent but no readable answer
+        came (the portal may have run it).
+    :ivar outcomes: Each command's key mapped to ``"done"``, ``"failed"``, ``"unknown"`` or ``"not_sent"``.
+    :ivar cause: The error that ended the run.
+    """
+
+    DONE: Final = "done"
+    FAILED: Final = "failed"
+    UNKNOWN: Final = "unknown"
+    NOT_SENT: Final = "not_sent"
+
+    items: list[Any]
+    outcomes: dict[str, str]
+    cause: Bitrix24Error
+
+    def _keys(self, outcome: str) -> list[str]:
+        return [key for key, value in self.outcomes.items() if value == outcome]
+
+    @property
+    def done(self) -> list[str]:
+        """Keys of the commands the portal ran successfully."""
+        return self._keys(self.DONE)
+
+    @property
+    def failed(self) -> list[str]:
+        """Keys of the commands that failed (their items carry the error); the portal did not run them."""
+        return self._keys(self.FAILED)
+
+    @property
+    def unknown(self) -> list[str]:
+        """Keys of the commands sent without a readable answer: the portal may or may not have run them."""
+        return self._keys(self.UNKNOWN)
+
+    @property
+    def not_sent(self) -> list[str]:
+        """Keys of the commands never sent."""
+        return self._keys(self.NOT_SENT)
+
+    def summary(self) -> str:
+        """The counts of each outcome, e.g. ``batch run of 120 command(s): 50 done, 0 failed, ...``."""
+        counts = {o: 0 for o in (self.DONE, self.FAILED, self.UNKNOWN, self.NOT_SENT)}
+        for value in self.outcomes.values():
+            counts[value] = counts.get(value, 0) + 1
+        return (
+            f"batch run of {len(self.outcomes)} command(s): {counts[self.DONE]} done, {counts[self.FAILED]} failed, "
+            f"{counts[self.UNKNOWN]} sent without an answer, {counts[self.NOT_SENT]} not sent"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_batch, (type(self.cause), self.args), self.__dict__)
+
+
+_batch_classes: dict[type[Bitrix24Error], type[Bitrix24BatchError]] = {}
+
+
+def batch_error(cause: Bitrix24Error, items: list[Any], outcomes: dict[str, str]) -> Bitrix24BatchError:
+    """
+    The :class:`Bitrix24BatchError` for a run that ``cause`` ended: an instance of both classes, with the cause's
+    fields, ``items`` and ``outcomes``.
+    """
+    err = _batch_class(type(cause)).__new__(_batch_class(type(cause)))
+    err.__dict__.update(cause.__dict__)
+    err.items = list(items)
+    err.outcomes = dict(outcomes)
+    err.cause = cause
+    err.args = (f"{cause}; {err.summary()}",)
+    return err
+
+
+def _batch_class(cause: type[Bitrix24Error]) -> type[Bitrix24BatchError]:
+    if issubclass(cause, Bitrix24BatchError):
+        return cause
+    cls = _batch_classes.get(cause)
+    if cls is None:
+        cls = _batch_classes[cause] = type(
+            f"Bitrix24BatchError[{cause.__name__}]", (Bitrix24BatchError, cause), {"__module__": __name__}
+        )
+    return cls
+
+
+def _rebuild_batch(cause: type[Bitrix24Error], args: tuple[Any, ...]) -> Bitrix24BatchError:
+    cls = _batch_class(cause)
+    err = cls.__new__(cls)
+    err.args = args
+    return err
 
 
 #: Every documented error code: the exception class it maps to and whether a retry may help.

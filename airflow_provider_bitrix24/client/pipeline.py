@@ -36,10 +36,16 @@ from typing import Final
 from airflow_provider_bitrix24.client.core import BATCH_LIMIT, BatchItem, Command, Engine, Flow, Sleep, Stopped
 from airflow_provider_bitrix24.client.errors import (
     Bitrix24ApiError,
+    Bitrix24AuthError,
+    Bitrix24BatchError,
+    Bitrix24ConfigError,
     Bitrix24Error,
     Bitrix24OperationTimeLimitError,
+    Bitrix24PermissionError,
     Bitrix24RateLimitError,
+    Bitrix24RequestError,
     Bitrix24ServerError,
+    batch_error,
 )
 from airflow_provider_bitrix24.client.limits import OPERATING_LIMIT, shared_budget
 
@@ -198,6 +204,8 @@ class BatchRun:
         self.in_flight = 0
         self.stop_error: Bitrix24Error | None = None
         self.fatal: BaseException | None = None
+        #: The commands of requests that ended with an error instead of an answer, and that error.
+        self._request_errors: dict[str, BaseException] = {}
 
     # -- what to send
 
@@ -265,6 +273,8 @@ class BatchRun:
                 self.window.on_overload(seconds)
             if self.fatal is None:
                 self.fatal = outcome
+            for key, _ in job.entries:
+                self._request_errors[key] = outcome
             return
         self.window.on_answer(seconds, len(job.entries))
         if self.budget is not None:
@@ -330,21 +340,62 @@ class BatchRun:
             self._queue.append(_Pending(Job(entries[start : start + BATCH_LIMIT], attempt=attempt), not_before))
 
     def results(self) -> list[BatchItem]:
-        """One item per command, in input order; commands never sent carry ``NOT_EXECUTED``."""
+        """
+        One item per command, in input order; commands never sent carry ``NOT_EXECUTED``.
+
+        :raises Bitrix24BatchError: when a request of the run failed (after the client's retries): an instance of
+            that request's error class too, carrying every command's outcome (see :meth:`outcomes`).
+        """
         if self.fatal is not None:
-            raise self.fatal
-        out: list[BatchItem] = []
+            if not isinstance(self.fatal, Bitrix24Error):
+                raise self.fatal
+            items, outcomes = self.outcomes()
+            raise batch_error(self.fatal, items, outcomes) from self.fatal
+        return self.outcomes()[0]
+
+    def outcomes(self) -> tuple[list[BatchItem], dict[str, str]]:
+        """
+        Every command's item, in input order, and its outcome: ``done``, ``failed`` (its own error, or its request
+        was refused before it ran), ``unknown`` (its request got no readable answer: the portal may have run it)
+        or ``not_sent``.
+        """
+        items: list[BatchItem] = []
+        outcomes: dict[str, str] = {}
         for key, (method, _) in self.entries:
             item = self._results.get(key)
-            if item is None:
+            request_error = self._request_errors.get(key)
+            if item is not None:
+                outcome = Bitrix24BatchError.DONE if item.ok else Bitrix24BatchError.FAILED
+            elif request_error is not None:
+                outcome = Bitrix24BatchError.UNKNOWN if _maybe_ran(request_error) else Bitrix24BatchError.FAILED
+                error = request_error if isinstance(request_error, Bitrix24Error) else None
+                if error is None:
+                    error = Bitrix24ApiError("NOT_EXECUTED", f"the request failed ({type(request_error).__name__})")
+                item = BatchItem(key, method, error=error)
+            else:
+                outcome = Bitrix24BatchError.NOT_SENT
                 reason = (
                     f"not sent: the run stopped after {self.stop_error.code}"
                     if self.stop_error is not None
                     else "not sent"
                 )
                 item = BatchItem(key, method, error=Bitrix24ApiError("NOT_EXECUTED", reason, method=method))
-            out.append(item)
-        return out
+            items.append(item)
+            outcomes[key] = outcome
+        return items, outcomes
+
+
+def _maybe_ran(error: BaseException) -> bool:
+    """Whether a request that ended with ``error`` may still have run its commands on the portal."""
+    refused = (
+        Bitrix24ConfigError
+        | Bitrix24AuthError
+        | Bitrix24PermissionError
+        | Bitrix24RateLimitError
+        | Bitrix24OperationTimeLimitError
+        | Bitrix24RequestError
+    )
+    return not isinstance(error, refused)
 
 
 def _after(seconds: float, flow: Flow) -> Flow:

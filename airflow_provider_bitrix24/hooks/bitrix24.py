@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -168,6 +169,27 @@ class VariableTokenStore:
 _DESCRIPTION = "Rotated Bitrix24 OAuth tokens (kept by the Bitrix24 provider; refresh tokens work once)"
 
 
+#: How to get the Redis client that ``redis_conn_id`` needs.
+REDIS_INSTALL_HINT = "pip install 'airflow-provider-bitrix24[redis]'"
+
+
+def _require_redis() -> None:
+    """Fail with a configuration error naming ``redis_conn_id`` and the extra to install when Redis is missing."""
+    from airflow_provider_bitrix24.client.config import field_label
+    from airflow_provider_bitrix24.client.errors import Bitrix24ConfigError
+
+    try:
+        import redis
+        import redis.asyncio  # noqa: F401
+    except ImportError:
+        raise Bitrix24ConfigError(
+            "extra.redis_conn_id",
+            f"is set, but the Redis client is not installed; install the provider's redis extra ({REDIS_INSTALL_HINT})"
+            " or clear the field to keep the limits per process",
+            label=field_label("extra.redis_conn_id"),
+        ) from None
+
+
 class Bitrix24Hook(BaseHook):
     """
     Call the Bitrix24 REST API using an Airflow Connection.
@@ -182,6 +204,11 @@ class Bitrix24Hook(BaseHook):
 
     :param bitrix24_conn_id: The Airflow connection to use.
     :param retry_policy: How transient failures are retried within one call. Optional.
+    :param airflow_errors: Raise what the provider's operators raise instead of the client's errors, for use in
+        ``@task`` functions: ``AirflowFailException`` for permanent errors (no Airflow retries on a revoked
+        webhook), ``AirflowException`` for transient ones that outlasted the client's retries (see
+        :func:`~airflow_provider_bitrix24.failures.airflow_errors`). Errors of single commands of ``call_batch``
+        stay in their items. Off by default.
     """
 
     conn_name_attr = "bitrix24_conn_id"
@@ -189,10 +216,26 @@ class Bitrix24Hook(BaseHook):
     conn_type = "bitrix24"
     hook_name = "Bitrix24"
 
-    def __init__(self, *, bitrix24_conn_id: str = default_conn_name, retry_policy: Any = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        bitrix24_conn_id: str = default_conn_name,
+        retry_policy: Any = None,
+        airflow_errors: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.bitrix24_conn_id = bitrix24_conn_id
         self.retry_policy = retry_policy
+        self.airflow_errors = airflow_errors
+
+    def _errors(self) -> contextlib.AbstractContextManager[None]:
+        """Where calls run: turning client errors into Airflow's with ``airflow_errors``, else as they are."""
+        if not self.airflow_errors:
+            return contextlib.nullcontext()
+        from airflow_provider_bitrix24.failures import airflow_errors
+
+        return airflow_errors()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(bitrix24_conn_id={self.bitrix24_conn_id!r})"
@@ -238,6 +281,7 @@ class Bitrix24Hook(BaseHook):
                 "must be the id of an Airflow Redis connection",
                 label=field_label("extra.redis_conn_id"),
             )
+        _require_redis()
         return value.strip()
 
     @cached_property
@@ -297,7 +341,8 @@ class Bitrix24Hook(BaseHook):
         :param method: The REST method, e.g. ``imopenlines.session.history.get``.
         :param params: The method's parameters.
         """
-        return self.client.call(method, params)
+        with self._errors():
+            return self.client.call(method, params)
 
     def call_batch(
         self,
@@ -324,12 +369,20 @@ class Bitrix24Hook(BaseHook):
             to another one's outcome.
         :return: One :class:`~airflow_provider_bitrix24.client.BatchItem` per command, in input order; a failed
             command carries its error and never hides the others' results.
+        :raises Bitrix24BatchError: when a whole request failed (after the client's retries), so the run ended
+            early. It is also an instance of that request's error class (``except Bitrix24AuthError`` still
+            works), and carries every command's outcome: ``err.done``, ``err.failed``, ``err.unknown`` (sent, no
+            readable answer: the portal may have run them) and ``err.not_sent`` list the keys, ``err.items`` holds
+            one ``BatchItem`` per command. Before retrying commands that are not idempotent (``crm.lead.add``),
+            send only ``err.not_sent`` and ``err.failed``, and check the ``err.unknown`` ones on the portal.
         """
-        return self.client.batch(commands, halt=halt, stop_codes=stop_codes, on_progress=on_progress, spread=spread)
+        with self._errors():
+            return self.client.batch(commands, halt=halt, stop_codes=stop_codes, on_progress=on_progress, spread=spread)
 
     def list_all(self, method: str, params: Mapping[str, Any] | None = None, limit: int | None = None) -> list[Any]:
         """Every row of a list method, following ``next`` (rows wrapped as ``{"tasks": [...]}`` are unwrapped)."""
-        return self.client.list_all(method, params, limit)
+        with self._errors():
+            return self.client.list_all(method, params, limit)
 
     def test_connection(self) -> tuple[bool, str]:
         """Check the credential with ``profile`` and ``scope`` in one batch, and that ``imopenlines`` is granted."""

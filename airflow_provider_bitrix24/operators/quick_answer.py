@@ -15,6 +15,7 @@ from airflow_provider_bitrix24.validation import positive_int
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
+    from airflow_provider_bitrix24.client.core import BatchItem
     from airflow_provider_bitrix24.client.pipeline import Progress
     from airflow_provider_bitrix24.hooks.bitrix24 import Bitrix24Hook
 
@@ -64,8 +65,9 @@ class SaveQuickAnswerOperator(BaseOperator):
     a request's saves one after another), never the same message in two requests. Duplicated ids are saved once. Messages that cannot be saved (``CANT_SAVE_QUICK_ANSWER``)
     do not stop the others: the task saves everything it can, then fails naming them. Errors about the chat or
     the credential fail the task at once, without retries; transient errors that outlast the client's retries
-    leave the task to Airflow's ``retries``, and a later try saves the rest without duplicating anything (the
-    portal updates an answer that already holds the same message).
+    leave the task to Airflow's ``retries`` (also when other messages failed permanently: the error then names
+    both kinds), and a later try saves the rest without duplicating anything (the portal updates an answer that
+    already holds the same message).
 
     .. seealso::
         https://apidocs.bitrix24.com/api-reference/imopenlines/openlines/messages/imopenlines-message-quick-save.html
@@ -160,33 +162,50 @@ class SaveQuickAnswerOperator(BaseOperator):
             # Every other message of this chat would fail the same way: no new request was sent after it.
             raise AirflowFailException(describe(chat_level))
         failures: list[tuple[str, str]] = []
-        transient: list[str] = []
+        transient: list[tuple[str, str]] = []
         for item in items:
             if item.error is not None and item.error.retryable:
-                transient.append(item.key)
+                transient.append((item.key, item.error.code))
             elif item.error is not None:
                 failures.append((item.key, item.error.code))
             elif item.result is not True:
                 failures.append((item.key, f"answered {show(item.result)}"))
-        if failures:
-            reasons = "; ".join(f"{key}: {why}" for key, why in failures[:20])
-            more = f" and {len(failures) - 20} more" if len(failures) > 20 else ""
-            first = next((i.error for i in items if i.error is not None and not i.error.retryable), None)
-            hint = (
-                describe(first).split(". Hint: ", 1)[-1]
-                if first is not None
-                else "the portal answered false: check that the messages exist and the user may edit the list"
-            )
-            done = len(ids) - len(failures) - len(transient)
-            raise AirflowFailException(
-                f"Could not save {len(failures)} of {len(ids)} message(s) of chat {chat_id} "
-                f"(the other {done} were saved): {reasons}{more}. Hint: {hint}"
-            )
+        if not failures and not transient:
+            return
+        done = len(ids) - len(failures) - len(transient)
         if transient:
+            # Some saves may succeed on a later try: leave it to Airflow's retries (a retry saves the saved ones
+            # again harmlessly, since the portal updates an answer that already holds the same message), and name
+            # the permanent failures too, so that nobody waits for retries to fix them.
             from airflow.providers.common.compat.sdk import AirflowException
 
-            keys = ", ".join(transient[:20])
-            raise AirflowException(
-                f"{len(transient)} of {len(ids)} message(s) were not saved because of transient portal errors "
-                f"({keys}); the task's retries will save them (saving a message again updates the same answer)"
+            permanent = (
+                f" Permanent (a retry fails again, naming them): {_reasons(failures)}. Hint: {_hint(items)}."
+                if failures
+                else ""
             )
+            raise AirflowException(
+                f"Could not save {len(failures) + len(transient)} of {len(ids)} message(s) of chat {chat_id} "
+                f"({done} were saved). Transient (the task's retries will save them; saving a message again updates "
+                f"the same answer): {_reasons(transient)}.{permanent}"
+            )
+        raise AirflowFailException(
+            f"Could not save {len(failures)} of {len(ids)} message(s) of chat {chat_id} "
+            f"(the other {done} were saved): {_reasons(failures)}. Hint: {_hint(items)}"
+        )
+
+
+def _reasons(failures: list[tuple[str, str]], limit: int = 20) -> str:
+    """``"key: code; key: code"`` for the first ``limit`` failures, then how many more there are."""
+    reasons = "; ".join(f"{key}: {why}" for key, why in failures[:limit])
+    return reasons + (f" and {len(failures) - limit} more" if len(failures) > limit else "")
+
+
+def _hint(items: list[BatchItem]) -> str:
+    """The hint of the first permanent error among ``items``, or the one for saves answered other than true."""
+    from airflow_provider_bitrix24.failures import describe
+
+    first = next((i.error for i in items if i.error is not None and not i.error.retryable), None)
+    if first is None:
+        return "the portal answered false: check that the messages exist and the user may edit the list"
+    return describe(first).split(". Hint: ", 1)[-1]

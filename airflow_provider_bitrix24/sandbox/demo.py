@@ -50,6 +50,7 @@ DEMO_DAGS: list[tuple[str, Callable[[SandboxPortal], None]]] = [
     ("example_bitrix24_quick_answer", _no_setup),
     ("example_bitrix24_quick_answer_list", _no_setup),
     ("example_bitrix24_session_sensor", _conversation),
+    ("example_bitrix24_taskflow", _no_setup),
 ]
 
 

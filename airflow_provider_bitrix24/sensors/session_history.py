@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import hashlib
+import importlib
+import json
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -21,6 +25,7 @@ from airflow_provider_bitrix24.history import (
     HistoryArgumentError,
     HistoryFilter,
     HistoryMatcher,
+    extract_messages,
     history_query,
     unreadable_answer,
 )
@@ -34,6 +39,90 @@ if TYPE_CHECKING:
 
 def _unset(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
+
+
+#: Airflow Variables holding what a reschedule-mode wait has read between its pokes (message ids only).
+STATE_VARIABLE_PREFIX = "bitrix24_history_wait__"
+_STATE_DESCRIPTION = (
+    "Progress of a Bitrix24 SessionHistorySensor in reschedule mode (ids of the messages read and matched); "
+    "deleted when the wait ends"
+)
+
+
+class _ReadUpTo(set[int]):
+    """The ids a resumed wait has read: every id up to ``last`` (read by earlier pokes), and those added since."""
+
+    def __init__(self, last: int, count: int) -> None:
+        super().__init__()
+        self.last = last
+        self.before = count
+
+    def __contains__(self, item: object) -> bool:
+        return (isinstance(item, int) and item <= self.last) or super().__contains__(item)
+
+    def __len__(self) -> int:
+        return self.before + super().__len__()
+
+    def newest(self) -> int:
+        return max(self.last, max(self, default=0))
+
+
+class _Except:
+    """Every id but ``ids``: what to skip when only the messages an earlier poke matched are wanted."""
+
+    def __init__(self, ids: Iterable[int]) -> None:
+        self.ids = frozenset(ids)
+
+    def __contains__(self, item: object) -> bool:
+        return item not in self.ids
+
+
+class _ResumedMatcher(HistoryMatcher):
+    """
+    A :class:`HistoryMatcher` that goes on from what earlier pokes of the same wait kept (reschedule mode: each
+    poke is a new process): messages up to ``last`` are not read again, and the ``matched`` ones are taken from
+    the next answer as they are, without searching them again.
+    """
+
+    def __init__(self, history_filter: HistoryFilter, last: int, read: int, matched: Iterable[int]) -> None:
+        super().__init__(history_filter)
+        self._seen = _ReadUpTo(last, read)
+        self._pending = set(matched)
+
+    def feed(self, result: Any, *, deadline: float | None = None) -> list[dict[str, Any]]:
+        if self._pending:
+            for record in extract_messages(result, skip=_Except(self._pending)):
+                self._matches[record["id"]] = record
+            self._pending = set()  # a matched message the session no longer holds is dropped, as a full read would
+        return super().feed(result, deadline=deadline)
+
+
+def _newest(matcher: HistoryMatcher) -> int:
+    seen = matcher._seen
+    return seen.newest() if isinstance(seen, _ReadUpTo) else max(seen, default=0)
+
+
+def _variables() -> list[Any]:
+    """The Task SDK's ``Variable`` and, where it differs, the metadata database's model (outside a task)."""
+    from airflow.providers.common.compat.sdk import Variable
+
+    classes: list[Any] = [Variable]
+    try:
+        from airflow.models.variable import Variable as VariableModel
+    except ImportError:  # pragma: no cover - every supported Airflow has it
+        return classes
+    if VariableModel is not Variable:
+        classes.append(VariableModel)
+    return classes
+
+
+def _rescheduled(exc: BaseException) -> bool:
+    """Whether ``exc`` is the sensor asking to be rescheduled (the wait goes on)."""
+    classes: list[type[BaseException]] = []
+    for module in ("airflow.sdk.exceptions", "airflow.exceptions"):  # Airflow 3, Airflow 2
+        with contextlib.suppress(ImportError, AttributeError):
+            classes.append(importlib.import_module(module).AirflowRescheduleException)
+    return isinstance(exc, tuple(classes))
 
 
 class SessionHistorySensor(BaseSensorOperator):
@@ -161,7 +250,18 @@ class SessionHistorySensor(BaseSensorOperator):
         self.log.info("Waiting for %s in %s", history_filter.describe(), where)
         self._matcher = HistoryMatcher(history_filter)  # one per task try: each poke reads only new messages
         if not self.deferrable:
-            return super().execute(context)
+            if not self.reschedule:
+                return super().execute(context)
+            # Each poke is a new process: go on from what the earlier pokes of this wait kept.
+            self._matcher = self._resume(context, history_filter)
+            try:
+                result = super().execute(context)
+            except Exception as exc:
+                if not _rescheduled(exc):
+                    self._forget(context)
+                raise
+            self._forget(context)
+            return result
         try:
             first = self.poke(context)
         except AirflowFailException as exc:
@@ -220,7 +320,79 @@ class SessionHistorySensor(BaseSensorOperator):
         )
         if history_filter.is_met(matches):
             return PokeReturnValue(True, xcom_value=matches)
+        if self.reschedule and not self.deferrable and matcher.seen != read_before:
+            self._keep(context, matcher)
         return PokeReturnValue(False)
+
+    # -- reschedule mode: what the earlier pokes of a wait read
+
+    def _state_key(self, context: Context) -> str | None:
+        ti = context.get("ti") if hasattr(context, "get") else None  # Airflow 2's Context is no dict
+        if ti is None:
+            return None
+        where = f"{ti.dag_id}|{ti.run_id}|{ti.task_id}|{getattr(ti, 'map_index', -1)}"
+        return STATE_VARIABLE_PREFIX + hashlib.sha256(where.encode()).hexdigest()[:40]
+
+    def _state_fingerprint(self, history_filter: HistoryFilter) -> str:
+        session_id, chat_id, _ = self._arguments
+        what = json.dumps([session_id, chat_id, history_filter.to_kwargs()], sort_keys=True, default=str)
+        return hashlib.sha256(what.encode()).hexdigest()[:16]
+
+    def _resume(self, context: Context, history_filter: HistoryFilter) -> HistoryMatcher:
+        """The matcher of this wait, going on from the state the earlier pokes kept, if any."""
+        key = self._state_key(context)
+        if key is None:
+            return HistoryMatcher(history_filter)
+        raw = None
+        for variable in _variables():
+            try:
+                raw = variable.get(key)
+                break
+            except Exception:  # missing, or not reachable from this kind of process: try the next way
+                continue
+        try:
+            state = json.loads(raw) if isinstance(raw, str) else None
+            if not isinstance(state, dict) or state.get("filter") != self._state_fingerprint(history_filter):
+                return HistoryMatcher(history_filter)
+            last, read, matched = int(state["last"]), int(state["read"]), [int(i) for i in state["matched"]]
+        except (ValueError, TypeError, KeyError):
+            self.log.warning("Variable %s does not hold the state of this wait; reading the session afresh", key)
+            return HistoryMatcher(history_filter)
+        self.log.info("Going on from the earlier pokes: %d message(s) read, %d matching", read, len(matched))
+        return _ResumedMatcher(history_filter, last, read, matched)
+
+    def _keep(self, context: Context, matcher: HistoryMatcher) -> None:
+        """Keep what this poke read for the next one (ids only); a failure only costs the next poke a full read."""
+        key = self._state_key(context)
+        if key is None:
+            return
+        state = {
+            "filter": self._state_fingerprint(matcher.filter),
+            "last": _newest(matcher),
+            "read": matcher.seen,
+            "matched": [m["id"] for m in matcher.matches],
+        }
+        failure: Exception | None = None
+        for variable in _variables():
+            try:
+                variable.set(key, json.dumps(state), description=_STATE_DESCRIPTION)
+                return
+            except Exception as exc:
+                failure = exc
+        self.log.warning(
+            "Could not keep what this poke read in Variable %s (%s); the next poke reads it all", key, failure
+        )
+
+    def _forget(self, context: Context) -> None:
+        key = self._state_key(context)
+        if key is None:
+            return
+        for variable in _variables():
+            try:
+                variable.delete(key)
+                return
+            except Exception:
+                continue
 
     # -- deferrable
 

@@ -13,6 +13,9 @@ Outcomes, per subscription:
 * a permanent error of its command (``ACCESS_DENIED``, ``INVALID_SESSION_ID``...): the wait resolves with it;
 * an answer of its command that cannot be read (an id like ``"²"``, a text that is not text): the wait resolves
   with an ``INVALID_RESPONSE`` error, the other waits of the batch carry on;
+* a whole answer that cannot be read (larger than the client accepts, nested too deep): its targets are polled
+  again in halves, down to one per request, and only the waits whose own answer cannot be read resolve with the
+  error;
 * a permanent error of the whole request (bad credential, missing scope): every wait of the poller resolves with
   it, since they share the credential;
 * anything transient: logged, and polled again after its interval.
@@ -238,7 +241,7 @@ class SessionPoller:
             await asyncio.wait_for(self._wakeup.wait(), None if timeout is None else max(0.0, timeout))
 
     async def _poll(self, chunk: dict[Target, list[Subscription]]) -> None:
-        from airflow_provider_bitrix24.client.errors import Bitrix24Error
+        from airflow_provider_bitrix24.client.errors import Bitrix24BatchError, Bitrix24Error, Bitrix24ResponseError
 
         assert self._client is not None
         commands = {f"{field[0].lower()}{value}": (METHOD, {field: value}) for field, value in chunk}
@@ -249,6 +252,8 @@ class SessionPoller:
         try:
             items = await self._client.batch(commands)
         except Bitrix24Error as err:
+            if isinstance(err, Bitrix24BatchError):
+                err = err.cause  # a read-only poll: which commands ran does not matter
             if err.retryable:
                 self._window.on_overload(time.monotonic() - started)
                 self.stats.transient_errors += 1
@@ -256,6 +261,11 @@ class SessionPoller:
                     "Bitrix24 history poll of %d session(s) failed with %s; polling again later", len(chunk), err
                 )
                 self._reschedule(s for group in chunk.values() for s in group)
+                return
+            if isinstance(err, Bitrix24ResponseError):
+                # The answer could not be read (too large, nested too deep): it concerns some targets, not the
+                # credential. Poll the targets apart, and end only the waits whose own answer cannot be read.
+                await self._split(chunk, err)
                 return
             log.error("Bitrix24 history poll failed with %s; ending every wait of connection %s", err, self.key)
             self._fail_all(err)
@@ -275,6 +285,29 @@ class SessionPoller:
                 len(transient),
                 ", ".join(transient[:5]),
             )
+
+    async def _split(self, chunk: dict[Target, list[Subscription]], err: Bitrix24Error) -> None:
+        """
+        The answer for ``chunk`` could not be read: poll its targets in halves, down to one target per request, so
+        that only the waits whose own answer cannot be read end (with ``err``); the others carry on.
+        """
+        if len(chunk) == 1:
+            ((target, group),) = chunk.items()
+            log.warning("Bitrix24 history poll: %s; ending the waits on %s=%s", err, *target)
+            for subscription in group:
+                if subscription.active:
+                    subscription.polls += 1
+                    subscription.future.set_exception(err)
+            return
+        log.warning(
+            "Bitrix24 history poll of %d target(s) could not be read (%s); polling them in smaller requests",
+            len(chunk),
+            err,
+        )
+        targets = list(chunk.items())
+        half = len(targets) // 2
+        for part in (targets[:half], targets[half:]):
+            await self._poll(dict(part))
 
     def _deliver(self, subscription: Subscription, item: BatchItem, transient: list[str]) -> None:
         if not subscription.active:

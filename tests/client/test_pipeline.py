@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import pickle
 import time
 from collections import Counter
 
 import pytest
 
-from airflow_provider_bitrix24.client import AsyncBitrix24Client, Bitrix24Client, parse_connection
+from airflow_provider_bitrix24.client import (
+    AsyncBitrix24Client,
+    Bitrix24AuthError,
+    Bitrix24BatchError,
+    Bitrix24Client,
+    Bitrix24TransportError,
+    parse_connection,
+)
 from airflow_provider_bitrix24.client.pipeline import AdaptiveWindow, BatchRun, Progress
 from airflow_provider_bitrix24.sandbox.state import SEED
 
@@ -318,3 +326,42 @@ def test_a_batch_run_waits_when_the_operating_budget_says_so(sandbox, monkeypatc
         first = next(run.job_flow(job))
         assert isinstance(first, Sleep)
         assert first.seconds == job.wait
+
+
+@pytest.mark.parametrize(
+    ("fault", "options", "cause", "second"),
+    [
+        # The portal ran the second request, but its answer never came: those saves may have been done.
+        ("drop_after", {}, Bitrix24TransportError, "unknown"),
+        # The portal refused the second request before running it.
+        ("error", {"error": "INVALID_CREDENTIALS"}, Bitrix24AuthError, "failed"),
+    ],
+)
+def test_a_request_failing_for_good_gives_every_commands_outcome(sandbox, fault, options, cause, second):
+    ids = BULK[:200]
+    sandbox.inject_fault("batch", "slow", count=1, delay=0.01)  # the first request is answered
+    sandbox.inject_fault("batch", fault, count=1, **options)  # the second one fails for good
+    with (
+        _client(sandbox, max_retries=0, rate_limit={"burst": 1, "per_second": 20}) as client,
+        pytest.raises(Bitrix24BatchError) as info,
+    ):
+        client.batch(_saves(ids))
+    err = info.value
+    assert isinstance(err, cause)  # existing `except` clauses still catch it
+    keys = [str(m) for m in ids]
+    assert err.done == keys[:50]
+    assert getattr(err, second) == keys[50:100]
+    assert err.not_sent == keys[100:]
+    assert [item.key for item in err.items] == keys
+    assert all(item.result is True for item in err.items[:50])
+    assert {item.error.code for item in err.items[100:]} == {"NOT_EXECUTED"}
+    assert str(err).startswith(f"{err.code}: ")
+    assert f"200 command(s): 50 done, {50 if second == 'failed' else 0} failed" in str(err)
+    assert "sandbox-webhook" not in str(err)
+    assert "sandbox-webhook" not in repr(err)
+    saved = {a["message_id"] for a in sandbox.quick_answers()} & set(ids)
+    assert saved == set(ids[:100] if second == "unknown" else ids[:50])
+    again = pickle.loads(pickle.dumps(err))
+    assert isinstance(again, cause)
+    assert isinstance(again, Bitrix24BatchError)
+    assert (again.outcomes, str(again), again.code) == (err.outcomes, str(err), err.code)

@@ -300,3 +300,28 @@ def test_one_info_line_per_call_with_method_duration_operating_and_redacted_url(
     assert f"{sandbox.base_url}/rest/1/***/profile" in lines[0]
     assert "Bitrix24 server.time -> HTTP 200" in lines[1]
     assert not any("sandbox-webhook-0000" in line for line in records + printed)
+
+
+def test_airflow_errors_gives_taskflow_code_the_operators_failures(sandbox, webhook_conn):
+    from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
+
+    from airflow_provider_bitrix24.failures import airflow_errors
+
+    hook = Bitrix24Hook(bitrix24_conn_id=webhook_conn, retry_policy=FAST, airflow_errors=True)
+    # Transient, beyond the client's retries: Airflow's retries apply.
+    sandbox.inject_fault("profile", "error", count=4, error="QUERY_LIMIT_EXCEEDED", status=503)
+    with pytest.raises(AirflowException, match=r"^QUERY_LIMIT_EXCEEDED: .*transient") as transient:
+        hook.call("profile")
+    assert not isinstance(transient.value, AirflowFailException)
+    assert isinstance(transient.value.__cause__, Bitrix24RateLimitError)
+    # Permanent: fails at once, with the hint.
+    with pytest.raises(AirflowFailException, match=r"^CANT_SAVE_QUICK_ANSWER: .*Hint: "):
+        hook.call("imopenlines.message.quick.save", {"CHAT_ID": 999_999, "MESSAGE_ID": 1})
+    sandbox.inject_fault("batch", "error", count=1, error="NO_AUTH_FOUND")
+    with pytest.raises(AirflowFailException, match=r"^NO_AUTH_FOUND: .*Hint: the webhook code"):
+        hook.call_batch([("profile", None), ("scope", None)])
+    # The same as a context manager, around the plain hook.
+    plain = Bitrix24Hook(bitrix24_conn_id=webhook_conn, retry_policy=FAST)
+    sandbox.inject_fault("profile", "error", count=1, error="INVALID_CREDENTIALS")
+    with pytest.raises(AirflowFailException, match=r"^INVALID_CREDENTIALS: "), airflow_errors():
+        plain.call("profile")

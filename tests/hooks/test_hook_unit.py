@@ -147,3 +147,34 @@ def test_a_malformed_redis_conn_id_is_refused_naming_the_field(monkeypatch, valu
         return
     with pytest.raises(Bitrix24ConfigError, match=r"^INVALID_CONNECTION: Redis connection ID \(shared limits\)"):
         Bitrix24Hook(bitrix24_conn_id="b24_bad_redis").client  # noqa: B018
+
+
+@pytest.mark.parametrize("missing", ["redis", "redis.asyncio"])
+def test_redis_conn_id_without_the_redis_extra_is_a_configuration_error_naming_the_extra(monkeypatch, missing):
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    from airflow_provider_bitrix24.operators.quick_answer import SaveQuickAnswerOperator
+
+    monkeypatch.setitem(sys.modules, missing, None)  # as if `pip install airflow-provider-bitrix24` without [redis]
+    set_conn(
+        monkeypatch, "b24_redis_limits", {"conn_type": "redis", "host": "127.0.0.1", "port": 6399, "password": "x"}
+    )
+    set_conn(
+        monkeypatch,
+        "b24_shared",
+        {
+            "conn_type": "bitrix24",
+            "host": "portal.bitrix24.com",
+            "login": "4",
+            "password": CODE,
+            "extra": {"redis_conn_id": "b24_redis_limits"},
+        },
+    )
+    with pytest.raises(Bitrix24ConfigError) as info:
+        Bitrix24Hook(bitrix24_conn_id="b24_shared").client  # noqa: B018
+    assert str(info.value).startswith("INVALID_CONNECTION: Redis connection ID (shared limits) (extra.redis_conn_id)")
+    assert "pip install 'airflow-provider-bitrix24[redis]'" in str(info.value)
+    # In a task: fails at once, without retries, before any request.
+    op = SaveQuickAnswerOperator(task_id="save", chat_id=1763, message_id=[1, 2], bitrix24_conn_id="b24_shared")
+    with pytest.raises(AirflowFailException, match=r"^INVALID_CONNECTION: .*\[redis\].*Hint: fix the Airflow conn"):
+        op.execute(context={})

@@ -187,3 +187,28 @@ def test_saves_answered_false_or_null_in_a_batch_fail_the_task_after_the_others(
     assert text.startswith(f"Could not save 2 of 3 message(s) of chat {SEED.bulk_chat_id} (the other 1 were saved)")
     assert f"{ids[1]}: answered False" in text
     assert f"{ids[2]}: answered None" in text
+
+
+def test_transient_and_permanent_failures_together_leave_the_transient_ones_to_retries(sandbox, monkeypatch):
+    """Mixed failures of one run: a retryable error naming both kinds; the retry saves the rest, then fails."""
+    conn_id = _fast_conn(monkeypatch, sandbox, max_retries=0)
+    sandbox.inject_fault(
+        "imopenlines.message.quick.save", "error", count=3, error="INTERNAL_SERVER_ERROR", in_batch=True
+    )
+    ids = [*BULK[:40], 999_999_001]
+    with pytest.raises(AirflowException) as info:
+        _run(chat_id=SEED.bulk_chat_id, message_id=ids, bitrix24_conn_id=conn_id)
+    assert not isinstance(info.value, AirflowFailException)  # Airflow retries it
+    text = str(info.value)
+    assert text.startswith(f"Could not save 4 of 41 message(s) of chat {SEED.bulk_chat_id} (37 were saved). ")
+    assert text.count(": INTERNAL_SERVER_ERROR") == 3
+    assert "Permanent (a retry fails again, naming them): 999999001: CANT_SAVE_QUICK_ANSWER." in text
+    unsaved = [m for m in BULK[:40] if _answers_per_message(sandbox)[m] == 0]
+    assert len(unsaved) == 3
+    assert all(f"{m}: INTERNAL_SERVER_ERROR" in text for m in unsaved)
+    # Airflow's retry: the transient ones are saved now, the permanent one fails the task for good.
+    with pytest.raises(AirflowFailException) as again:
+        _run(chat_id=SEED.bulk_chat_id, message_id=ids, bitrix24_conn_id=conn_id)
+    assert str(again.value).startswith(f"Could not save 1 of 41 message(s) of chat {SEED.bulk_chat_id} (the other 40")
+    per_message = _answers_per_message(sandbox)
+    assert {per_message[m] for m in BULK[:40]} == {1}

@@ -367,6 +367,87 @@ def test_each_poke_of_a_try_searches_only_the_new_messages(sandbox, webhook_conn
     assert matcher.searches == 32
 
 
+def test_reschedule_mode_reads_only_the_new_messages_at_each_poke(sandbox, webhook_conn, airflow_db):
+    """Each poke is a new process and a new operator: it goes on from what the earlier pokes kept."""
+    from airflow.models.variable import Variable
+
+    after = _last_id(sandbox)
+    for number in range(200):
+        sandbox.add_message(SESSION, CLIENT, f"question {number}")
+    first = sandbox.add_message(SESSION, CLIENT, "Refund please")
+    started = datetime.now(timezone.utc)
+    ti = SimpleNamespace(
+        dag_id="d_resume",
+        task_id="wait",
+        run_id="r",
+        map_index=-1,
+        try_number=1,
+        max_tries=0,
+        get_first_reschedule_date=lambda context: started,
+    )
+
+    def poke() -> tuple[SessionHistorySensor, list | None]:
+        sensor = _sensor(
+            session_id=SESSION,
+            after_message_id=after,
+            text_pattern=r"(?i)^refund",
+            min_messages=2,
+            mode="reschedule",
+            poke_interval=0,
+        )
+        try:
+            return sensor, sensor.execute(context={"ti": ti})
+        except AirflowRescheduleException:
+            return sensor, None
+
+    sensor, result = poke()
+    assert result is None
+    older = sensor._matcher.seen - 201  # the session's messages up to ``after``: read, never searched
+    assert sensor._matcher.searches == 201
+    sensor, result = poke()
+    assert result is None
+    assert (sensor._matcher.seen - older, sensor._matcher.searches) == (201, 0)  # nothing new: nothing searched
+    assert [m["id"] for m in sensor._matcher.matches] == [first]  # kept, not searched again
+    for number in range(3):
+        sandbox.add_message(SESSION, CLIENT, f"more {number}")
+    sensor, result = poke()
+    assert result is None
+    assert (sensor._matcher.seen - older, sensor._matcher.searches) == (204, 3)
+    second = sandbox.add_message(SESSION, CLIENT, "REFUND NOW")
+    sensor, result = poke()
+    assert [m["id"] for m in result] == [first, second]
+    assert [m["text"] for m in result] == ["Refund please", "REFUND NOW"]
+    assert sensor._matcher.searches == 1
+    # The wait is over: what it kept is gone.
+    assert Variable.get(sensor._state_key({"ti": ti}), default_var=None) is None
+
+
+def test_reschedule_mode_forgets_what_it_kept_when_the_wait_fails(sandbox, webhook_conn, airflow_db):
+    from airflow.models.variable import Variable
+
+    started = datetime.now(timezone.utc)
+    ti = SimpleNamespace(
+        dag_id="d_forget",
+        task_id="wait",
+        run_id="r",
+        map_index=-1,
+        try_number=1,
+        max_tries=0,
+        get_first_reschedule_date=lambda context: started,
+    )
+    sensor = _sensor(session_id=SESSION, text_pattern="no such text", mode="reschedule")
+    with pytest.raises(AirflowRescheduleException):
+        sensor.execute(context={"ti": ti})
+    key = sensor._state_key({"ti": ti})
+    kept = json.loads(Variable.get(key))
+    assert kept["read"] > 0
+    assert kept["matched"] == []
+    sandbox.inject_fault(HISTORY, "error", error="ACCESS_DENIED")
+    with pytest.raises(AirflowFailException, match=r"^ACCESS_DENIED"):
+        _sensor(session_id=SESSION, text_pattern="no such text", mode="reschedule").execute(context={"ti": ti})
+    assert Variable.get(key, default_var=None) is None
+
+
 def test_an_unreadable_answer_fails_the_poke_with_a_response_error(sandbox, webhook_conn, monkeypatch):
     sensor = _sensor(session_id=SESSION)
     answer = {"sessionId": 335, "message": {"1": {"id": "\u00b2", "senderid": "2", "text": "hi"}}}

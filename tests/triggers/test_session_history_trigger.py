@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import json
 import time
@@ -290,3 +291,31 @@ def test_the_loop_gets_a_turn_between_the_waits_of_one_answer(sandbox, webhook_c
     first, last = marks.index("feed"), len(marks) - 1 - marks[::-1].index("feed")
     assert marks.count("feed") == 20, marks
     assert marks[first:last].count("beat") >= 3, marks
+
+
+def test_an_oversized_answer_ends_only_the_wait_it_concerns(sandbox, webhook_conn, monkeypatch):
+    """One session's history is larger than the client accepts: its wait ends, the others of the batch go on."""
+    from airflow_provider_bitrix24.hooks.bitrix24 import Bitrix24Hook
+
+    parse = Bitrix24Hook.config_from_connection
+
+    def small_limit(conn):
+        return dataclasses.replace(parse(conn), max_body_bytes=100_000)
+
+    monkeypatch.setattr(Bitrix24Hook, "config_from_connection", staticmethod(small_limit))
+    sessions = [321, 335, 343, 351, 357, 365, 371]
+    huge = 343
+    sandbox.add_message(huge, CLIENT, "x" * 150_000)
+    events = asyncio.run(_events([_trigger(session_id=s) for s in sessions]))
+    by_session = dict(zip(sessions, events, strict=True))
+    failed = by_session.pop(huge)
+    assert failed["status"] == "error"
+    assert failed["code"] == "RESPONSE_TOO_LARGE"
+    assert failed["retryable"] is False
+    assert failed["message"].startswith("RESPONSE_TOO_LARGE: ")
+    for session, event in by_session.items():
+        assert event["status"] == "success", (session, event)
+        assert {m["session_id"] for m in event["messages"]} == {session}
+    # One request for all, then halves down to the oversized one: a few requests, not one per session per round.
+    assert sandbox.stats()["requests"] <= 1 + 2 * 3
+    assert _poller._pollers == {}
