@@ -376,7 +376,7 @@ class Engine:
         halting error) is a bad answer, retryable, never taken for "not executed".
         """
         envelope = yield from self.call_flow("batch", encode_batch(chunk, halt=halt), should_stop=should_stop)
-        out, blocks = decode_batch(envelope, chunk, halt=halt, limiter=self.limiter)
+        out, blocks = decode_batch(envelope, chunk, halt=halt, limiter=self.limiter, unknown_block=UNKNOWN_BLOCK)
         for method, until in blocks:
             yield Report("blocked", method, until)
         return out

@@ -292,7 +292,12 @@ def encode_batch(chunk: Sequence[tuple[str, Command]], *, halt: bool) -> dict[st
 
 
 def decode_batch(
-    envelope: Envelope, chunk: Sequence[tuple[str, Command]], *, halt: bool, limiter: Limiter
+    envelope: Envelope,
+    chunk: Sequence[tuple[str, Command]],
+    *,
+    halt: bool,
+    limiter: Limiter,
+    unknown_block: float = UNKNOWN_BLOCK,
 ) -> tuple[dict[str, BatchItem], list[tuple[str, float]]]:
     """
     Read a ``batch`` answer: ``{key: BatchItem}`` for the commands of ``chunk``, and the ``(method, until)`` blocks
@@ -300,6 +305,8 @@ def decode_batch(
 
     Each command's ``time`` block is given to the limiter. A command that was sent but is in no section of the
     answer (and not after a halting error) is a bad answer, retryable, never taken for "not executed".
+
+    :param unknown_block: Seconds a method refused with no known reset is held.
     """
     body = envelope.result if isinstance(envelope.result, Mapping) else {}
     ok = _section(body.get("result"))
@@ -331,10 +338,11 @@ def decode_batch(
             if isinstance(err, Bitrix24OperationTimeLimitError):
                 # When does the command's method unblock: its own timing if the answer has it, else what the
                 # method's earlier answers said, else the outer block when it is over the limit itself (portals
-                # that bill a batch per command report the busiest method there), else look again in 10 s.
+                # that bill a batch per command report the busiest method there), else look again after
+                # ``unknown_block`` seconds.
                 own = times.get(key)
                 reset = as_seconds(own.get("operating_reset_at")) if isinstance(own, Mapping) else None
-                until = reset or err.unblocks_at or outer_block or time.time() + UNKNOWN_BLOCK
+                until = reset or err.unblocks_at or outer_block or time.time() + unknown_block
                 err.unblocks_at = until
                 blocks.append((method, until))
             out[key] = BatchItem(key, method, error=err)
