@@ -135,3 +135,20 @@ def test_the_hint_of_an_error_code_comes_from_the_client():
     assert Bitrix24Client.hint("QUERY_LIMIT_EXCEEDED") is None
     err = Bitrix24ApiError("CANT_SAVE_QUICK_ANSWER", "could not save", method="imopenlines.message.quick.save")
     assert describe(err).endswith(f". Hint: {Bitrix24Client.hint('CANT_SAVE_QUICK_ANSWER')}.")
+
+
+def test_values_are_read_in_one_place_and_history_re_exports_them():
+    from airflow_provider_bitrix24 import history, validation
+    from airflow_provider_bitrix24.client import coerce
+
+    for name in ("IntegerError", "cut", "show", "to_int", "MAX_ID"):
+        assert getattr(history, name) is getattr(coerce, name)
+    assert validation.to_int is coerce.to_int
+    assert coerce.read_id("") is None
+    assert coerce.read_id("0042") == 42
+    for value, why in (("\u00b2", "is not a plain integer"), ("9" * 25, "is out of range"), (-1, "is out of range")):
+        with pytest.raises(coerce.IntegerError, match=why):
+            coerce.read_id(value)
+    with pytest.raises(coerce.IntegerError, match="out of range: the portal accepts ids up to"):
+        coerce.to_int(2**63)
+    assert coerce.show("x" * 200, 10) == "'xxxxxx..."
