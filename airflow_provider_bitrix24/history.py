@@ -19,26 +19,51 @@ make a search backtrack for minutes. A pattern RE2 refuses (backreferences, look
 
 from __future__ import annotations
 
-import math
-import re
 import time
 from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from airflow_provider_bitrix24.client.coerce import MAX_ID, OUT_OF_RANGE, IntegerError, cut, read_id, show, to_int
+
 if TYPE_CHECKING:
     from airflow_provider_bitrix24.client.errors import Bitrix24ResponseError
+
+#: ``MAX_ID``, ``IntegerError``, ``cut``, ``show`` and ``to_int`` live in :mod:`airflow_provider_bitrix24.client.coerce`.
+__all__ = [
+    "ANY_AUTHOR",
+    "AUTHOR_TYPES",
+    "MATCH_SECONDS",
+    "MAX_ID",
+    "MAX_PATTERN_SIZE",
+    "MAX_TEXT_CHARS",
+    "METHOD",
+    "RE2_SYNTAX_HINT",
+    "SEARCH_WORK",
+    "HistoryArgumentError",
+    "HistoryFilter",
+    "HistoryMatcher",
+    "HistoryPayloadError",
+    "IntegerError",
+    "Regex",
+    "classify_author",
+    "compile_pattern",
+    "cut",
+    "extract_messages",
+    "history_query",
+    "parse_after_message_id",
+    "parse_authors",
+    "parse_min_messages",
+    "show",
+    "to_int",
+    "unreadable_answer",
+]
 
 METHOD: Final = "imopenlines.session.history.get"
 
 #: Who can write in an open-line session.
 AUTHOR_TYPES: Final = ("client", "operator", "bot", "system")
 ANY_AUTHOR: Final = "any"
-
-#: The largest id the portal stores (ids are signed 64-bit integers).
-MAX_ID: Final = 2**63 - 1
-#: The largest integer a float holds exactly.
-_MAX_EXACT_FLOAT: Final = 2**53
 
 #: The characters of each message that ``text_pattern`` is searched in: the first 20,000...
 MAX_TEXT_CHARS: Final = 20_000
@@ -59,10 +84,6 @@ RE2_SYNTAX_HINT: Final = (
     "(?x) or (?#...)"
 )
 
-_ASCII_DIGITS = re.compile(r"[0-9]+", re.ASCII)
-_ASCII_INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
-_TOO_LARGE = f"is out of range: the portal accepts ids up to {MAX_ID} (2**63-1)"
-
 
 class HistoryArgumentError(ValueError):
     """An argument of a history wait is invalid; the message starts with the argument's name."""
@@ -77,83 +98,15 @@ class HistoryPayloadError(ValueError):
     text)."""
 
 
-class IntegerError(ValueError):
-    """A value is not an integer the portal accepts; ``str()`` says why, e.g. ``is not a number``."""
-
-
-def cut(text: str, limit: int) -> str:
-    """``text``, cut to ``limit`` characters."""
-    return text if len(text) <= limit else f"{text[: limit - 3]}..."
-
-
-def show(value: Any, limit: int = 80) -> str:
-    """``repr(value)`` for an error message, cut to ``limit`` characters."""
-    try:
-        text = repr(value)
-    except Exception:  # an int too long to print, a broken __repr__
-        text = f"<{type(value).__name__}>"
-    return cut(text, limit)
-
-
-# --------------------------------------------------------------------------- integers
-
-
-def to_int(value: Any) -> int:
-    """
-    Read an integer argument, converting only what cannot mean anything else.
-
-    Accepts ints, integral floats up to 2**53 and strings of the ASCII digits 0-9 with at most one sign (what
-    templates render); refuses bools, ``None``, other digits (Arabic-Indic, fullwidth, ``"²"``), ``"--5"``, ``"+-5"``
-    and anything beyond ±(2**63-1), the range of the portal's ids.
-
-    :raises IntegerError: saying what is wrong with the value.
-    """
-    if isinstance(value, bool) or value is None:
-        raise IntegerError("is not an integer")
-    if isinstance(value, int):
-        number = value
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise IntegerError("is not a finite number")
-        if not value.is_integer():
-            raise IntegerError("is a fractional number, not an id")
-        if abs(value) > _MAX_EXACT_FLOAT:
-            raise IntegerError("is too large to be exact as a float; pass it as an int or a string")
-        number = int(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        if not text:
-            raise IntegerError("is an empty string")
-        if not _ASCII_INTEGER.fullmatch(text):
-            if any((char.isdigit() or char.isnumeric()) and not "0" <= char <= "9" for char in text):
-                raise IntegerError("is not a number: only the ASCII digits 0-9 are accepted")
-            raise IntegerError("is not a number")
-        if len(text.lstrip("+-").lstrip("0")) > len(str(MAX_ID)):
-            raise IntegerError(_TOO_LARGE)
-        number = int(text)
-    else:
-        raise IntegerError(f"has type {type(value).__name__}, expected an integer")
-    if not -MAX_ID <= number <= MAX_ID:
-        raise IntegerError(_TOO_LARGE)
-    return number
-
-
 # --------------------------------------------------------------------------- payload
 
 
 def _payload_int(value: Any, what: str) -> int | None:
     """An id of the portal's answer: an int or a string of ASCII digits; ``None`` when absent or empty."""
-    if value is None or (isinstance(value, str) and not value):
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    elif isinstance(value, str) and _ASCII_DIGITS.fullmatch(value):
-        number = int(value) if len(value.lstrip("0")) <= len(str(MAX_ID)) else MAX_ID + 1
-    else:
-        raise HistoryPayloadError(f"{what} {show(value)} is not a plain integer")
-    if not 0 <= number <= MAX_ID:
-        raise HistoryPayloadError(f"{what} {show(value)} is out of range")
-    return number
+    try:
+        return read_id(value)
+    except IntegerError as exc:
+        raise HistoryPayloadError(f"{what} {show(value)} {exc}") from None
 
 
 def _payload_text(value: Any, what: str) -> str:
@@ -533,7 +486,7 @@ def _target_id(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise HistoryArgumentError(name, f"{show(value)} is not a positive integer")
     if value > MAX_ID:
-        raise HistoryArgumentError(name, f"{show(value)} {_TOO_LARGE}")
+        raise HistoryArgumentError(name, f"{show(value)} {OUT_OF_RANGE}")
     return value
 
 

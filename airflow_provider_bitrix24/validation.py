@@ -6,7 +6,7 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException
 
-from airflow_provider_bitrix24.history import IntegerError, show, to_int
+from airflow_provider_bitrix24.client.coerce import IntegerError, show, to_int
 
 
 def positive_int(value: Any, name: str) -> int:

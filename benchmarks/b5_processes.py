@@ -169,7 +169,7 @@ def bench(home: Path, *, quick: bool, modes: tuple[str, ...] = MODES) -> dict[st
         with BenchPortal("standard", fields={"log_size": 1_000_000}) as bench_portal:
             envs = {"per-process": worker_env(home, {CONN: bench_portal.bitrix24_conn()})}
             if "shared" in modes:
-                from tests.e2e_celery.services import RedisServer
+                from tests.support.services import RedisServer
 
                 redis = RedisServer(Path(tempfile.mkdtemp(prefix="bitrix24-bench-redis-"))).start()
                 envs["shared"] = worker_env(

@@ -12,21 +12,16 @@ Use it from a test module with ``pytest_plugins = ["tests.redis_server"]``.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.waiting import free_port
+from tests.support.services import redis_command, start_redis, stop_process
 
 #: Seconds to wait for the server to answer PING after it was started.
 START_TIMEOUT = 15.0
@@ -51,84 +46,7 @@ class RedisServer:
 
     def command(self, *args: str, timeout: float = 5.0) -> bytes:
         """Run one command (after ``AUTH``) and return the raw RESP reply to it."""
-        return _command(self.host, self.port, self.password, args, timeout)
-
-
-def _encode(*args: str) -> bytes:
-    parts = [f"*{len(args)}\r\n".encode()]
-    for arg in args:
-        data = arg.encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
-
-
-def _command(host: str, port: int, password: str, args: tuple[str, ...], timeout: float) -> bytes:
-    with socket.create_connection((host, port), timeout=timeout) as sock:
-        sock.sendall(_encode("AUTH", password) + _encode(*args))
-        reply = b""
-        while reply.count(b"\r\n") < 2:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            reply += chunk
-    auth, _, rest = reply.partition(b"\r\n")
-    if auth != b"+OK":
-        raise ConnectionError(f"Redis refused AUTH: {auth[:80]!r}")
-    return rest
-
-
-def _start(binary: str, directory: Path, password: str) -> tuple[subprocess.Popen[bytes], int]:
-    config = directory / "redis.conf"
-    config.write_text(f"requirepass {password}\n")
-    config.chmod(0o600)
-    last_error = ""
-    for _ in range(3):  # another process may take the free port between the check and the bind
-        port = free_port()
-        log_path = directory / "redis.log"
-        with log_path.open("ab") as log:
-            process = subprocess.Popen(
-                [
-                    binary,
-                    str(config),
-                    "--bind",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    str(directory),
-                    "--daemonize",
-                    "no",
-                    "--protected-mode",
-                    "yes",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=directory,
-            )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline and process.poll() is None:
-            with contextlib.suppress(OSError):
-                if _command("127.0.0.1", port, password, ("PING",), 1.0).startswith(b"+PONG"):
-                    return process, port
-            time.sleep(0.05)
-        _stop(process)
-        last_error = log_path.read_text(errors="replace")[-2000:].replace(password, "***")
-    raise RuntimeError(f"redis-server did not start:\n{last_error}")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        return redis_command(self.host, self.port, self.password, args, timeout)
 
 
 @pytest.fixture(scope="session")
@@ -142,9 +60,9 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         pytest.skip(message)
     directory = tmp_path_factory.mktemp("redis")
     password = secrets.token_urlsafe(24)
-    process, port = _start(binary, directory, password)
+    process, port = start_redis(binary, directory, password, timeout=START_TIMEOUT)
     try:
         yield RedisServer("127.0.0.1", port, password)
     finally:
-        _stop(process)
+        stop_process(process)
         shutil.rmtree(directory, ignore_errors=True)

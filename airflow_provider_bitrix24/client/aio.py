@@ -36,12 +36,8 @@ from airflow_provider_bitrix24.client.core import (
     SyncTokens,
     decode_json,
 )
-from airflow_provider_bitrix24.client.errors import (
-    Bitrix24Error,
-    Bitrix24ResponseError,
-    Bitrix24TokenStoreError,
-    Bitrix24TransportError,
-)
+from airflow_provider_bitrix24.client.errors import Bitrix24Error, Bitrix24TokenStoreError
+from airflow_provider_bitrix24.client.errors import hint as error_hint
 from airflow_provider_bitrix24.client.oauth import (
     LoadTokens,
     NewSecrets,
@@ -52,9 +48,13 @@ from airflow_provider_bitrix24.client.oauth import (
     token_store_error,
 )
 from airflow_provider_bitrix24.client.pipeline import MAX_IN_FLIGHT, BatchRun, Job, Progress
+from airflow_provider_bitrix24.client.transport import LibraryErrors, answer, map_failure, too_large
 
 #: Bodies larger than this are decoded in a worker thread, off the event loop.
 DECODE_OFF_LOOP: Final = 256 * 1024
+#: How ``httpx`` reports a failed request (see :mod:`.transport`); ``asyncio.TimeoutError`` is not the builtin
+#: ``TimeoutError`` before Python 3.11.
+HTTPX_ERRORS: Final = LibraryErrors(timeouts=(asyncio.TimeoutError, httpx.TimeoutException), drops=(httpx.HTTPError,))
 
 
 class AsyncBitrix24Client:
@@ -144,14 +144,8 @@ class AsyncBitrix24Client:
             response = await asyncio.wait_for(
                 self._exchange(method, url, rest_method, json_body=json_body, params=params), timeout
             )
-        except (asyncio.TimeoutError, httpx.TimeoutException):  # not TimeoutError before Python 3.11
-            failure = Bitrix24TransportError("TIMEOUT", f"no whole answer within {timeout:g} s", method=rest_method)
-        except httpx.HTTPError as exc:
-            failure = Bitrix24TransportError(
-                "CONNECTION_FAILED",
-                f"the connection failed or was dropped before an answer ({type(exc).__name__})",
-                method=rest_method,
-            )
+        except HTTPX_ERRORS.caught as exc:
+            failure = map_failure(exc, HTTPX_ERRORS, method=rest_method, timeout=timeout)
         else:
             if len(response.body) > DECODE_OFF_LOOP:
                 parsed = await asyncio.to_thread(decode_json, response.body)
@@ -177,15 +171,8 @@ class AsyncBitrix24Client:
             async for chunk in response.aiter_bytes():
                 buffer += chunk
                 if len(buffer) > limit:
-                    raise Bitrix24ResponseError(
-                        "RESPONSE_TOO_LARGE",
-                        f"the answer exceeds {limit} bytes",
-                        status=response.status_code,
-                        method=rest_method,
-                    )
-            return HttpResponse(
-                response.status_code, bytes(buffer), {k.lower(): v for k, v in response.headers.items()}
-            )
+                    raise too_large(limit, response.status_code, rest_method)
+            return answer(response.status_code, bytes(buffer), response.headers.items())
 
     async def _send(self, request: HttpRequest) -> HttpResponse:
         return await self._fetch(request.method, request.url, request.rest_method, json_body=request.json)
@@ -254,6 +241,20 @@ class AsyncBitrix24Client:
         else:
             raise TypeError(f"unknown action {action!r}")
         return None
+
+    # -- what the portal said
+
+    def time_until_unblocked(self, method: str) -> float | None:
+        """
+        Seconds until ``method`` may be called again after the portal's operating-time limit blocked it, as every
+        client of this credential has learned it; ``None`` when it is not blocked.
+        """
+        return self.engine.time_until_unblocked(method)
+
+    @staticmethod
+    def hint(code: str) -> str | None:
+        """What to do about an error code, in one line; ``None`` when there is nothing to fix (a transient one)."""
+        return error_hint(code)
 
     # -- calls
 

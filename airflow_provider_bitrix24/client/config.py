@@ -228,7 +228,7 @@ def parse_base_url(value: str, field_name: str = "host", *, port: int | None = N
     return f"{scheme}://{netloc}", parts.path
 
 
-def _extra_get(extra: Mapping[str, Any], name: str) -> Any:
+def extra_get(extra: Mapping[str, Any], name: str) -> Any:
     """Read an extra by its plain name, falling back to the pre-2.3 ``extra__bitrix24__<name>`` form."""
     value = extra.get(name)
     if value in (None, ""):
@@ -331,18 +331,18 @@ def _parse_webhook_code(code: str, field_name: str, subject: str = "") -> str:
 def _parse_oauth(extra: Mapping[str, Any]) -> OAuthCredentials:
     values: dict[str, str] = {}
     for name in ("client_id", "client_secret", "refresh_token"):
-        value = _extra_get(extra, name)
+        value = extra_get(extra, name)
         if not isinstance(value, str) or not value.strip():
             raise _invalid(f"extra.{name}", "is required for auth type 'oauth' and must be a string")
         values[name] = value.strip()
-    access = _extra_get(extra, "access_token")
+    access = extra_get(extra, "access_token")
     if access is not None and not isinstance(access, str):
         raise _invalid("extra.access_token", "must be a string")
-    expires_raw = _extra_get(extra, "expires_at")
+    expires_raw = extra_get(extra, "expires_at")
     expires = (
         None if expires_raw is None else _as_number(expires_raw, "extra.expires_at", minimum=0.0, allow_equal=True)
     )
-    oauth_url_raw = _extra_get(extra, "oauth_url") or DEFAULT_OAUTH_URL
+    oauth_url_raw = extra_get(extra, "oauth_url") or DEFAULT_OAUTH_URL
     if not isinstance(oauth_url_raw, str):
         raise _invalid("extra.oauth_url", "must be a URL string")
     base, path = parse_base_url(oauth_url_raw, "extra.oauth_url")
@@ -379,7 +379,7 @@ def parse_connection(
     base_url, path = parse_base_url(host or "", "host", port=port)
     host_title, login_title, password_title = (field_title(f) for f in ("host", "login", "password"))
 
-    auth_type = _extra_get(extra, "auth_type") or "webhook"
+    auth_type = extra_get(extra, "auth_type") or "webhook"
     if not isinstance(auth_type, str) or auth_type.strip().lower() not in {"webhook", "oauth"}:
         raise _invalid("extra.auth_type", f"must be 'webhook' or 'oauth', got {str(auth_type)[:20]!r}")
     auth_type = auth_type.strip().lower()
@@ -421,13 +421,13 @@ def parse_connection(
         user_id = _as_positive_int(login.strip(), "login", echo=False)
         auth = WebhookAuth(user_id=user_id, code=_parse_webhook_code((password or "").strip(), "password"))
 
-    timeout_raw = _extra_get(extra, "timeout")
+    timeout_raw = extra_get(extra, "timeout")
     timeout = (
         DEFAULT_TIMEOUT
         if timeout_raw is None
         else _as_number(timeout_raw, "extra.timeout", minimum=0, allow_equal=False)
     )
-    retries_raw = _extra_get(extra, "max_retries")
+    retries_raw = extra_get(extra, "max_retries")
     if retries_raw is None:
         max_retries = DEFAULT_MAX_RETRIES
     elif not isinstance(retries_raw, bool) and str(retries_raw).strip() == "0":
@@ -441,7 +441,7 @@ def parse_connection(
         base_url=base_url,
         auth=auth,
         timeout=timeout,
-        verify=_parse_verify(_extra_get(extra, "verify")),
+        verify=_parse_verify(extra_get(extra, "verify")),
         max_retries=max_retries,
-        rate_limit=_parse_rate_limit(_extra_get(extra, "rate_limit")),
+        rate_limit=_parse_rate_limit(extra_get(extra, "rate_limit")),
     )

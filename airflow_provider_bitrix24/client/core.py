@@ -1,139 +1,86 @@
 """
-The transport-free core of the client: one implementation for the sync and the async client.
+The call engine: one implementation of a REST call for the sync and the async client, with no I/O.
 
 A call is written once, as a generator (a *flow*) that yields what it needs done: :class:`Acquire` a slot from the
 portal's limits, :class:`Sleep`, :class:`Send` an HTTP request, :class:`Report` what the portal said about its
 limits, or :class:`Refresh` the OAuth token. The sync client performs those with ``requests``, threads and
-``time.sleep``, the async client with ``httpx`` and ``asyncio``. Request building, envelope parsing, error mapping,
-pacing, retries, OAuth refresh, batching and paging all live here, so both clients behave the same by construction.
+``time.sleep``, the async client with ``httpx`` and ``asyncio``. Pacing, retries, operating-limit waits, OAuth
+refresh, batching and paging live here, so both clients behave the same by construction; the wire format is
+:mod:`.wire`, the redirect policy :mod:`.redirects`, the back-off :mod:`.retry`, and the HTTP libraries' failures
+are mapped in :mod:`.transport`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import urlencode, urlsplit
 
-from airflow_provider_bitrix24.client.coerce import as_int, as_seconds
-from airflow_provider_bitrix24.client.config import (
-    OAuthCredentials,
-    PortalConfig,
-    WebhookAuth,
-    is_loopback,
-)
+from airflow_provider_bitrix24.client.coerce import as_int
+from airflow_provider_bitrix24.client.config import OAuthCredentials, PortalConfig, WebhookAuth
 from airflow_provider_bitrix24.client.errors import (
-    TRANSIENT_HTTP_STATUSES,
     Bitrix24ApiError,
-    Bitrix24ConfigError,
     Bitrix24Error,
     Bitrix24OperationTimeLimitError,
-    Bitrix24PortalMovedError,
-    Bitrix24RateLimitError,
     Bitrix24ResponseError,
     Bitrix24TokenExpiredError,
-    error_from_payload,
 )
 from airflow_provider_bitrix24.client.limits import OPERATING_LIMIT, UNKNOWN_BLOCK, Grant, Limiter, local_limiter
 from airflow_provider_bitrix24.client.oauth import OAuthSession, TokenStore, shared_oauth_session
-from airflow_provider_bitrix24.client.redaction import install_log_filter, redact, register_secret
-from airflow_provider_bitrix24.client.retry import RetryPolicy
-
-#: Most commands one ``batch`` request may carry.
-BATCH_LIMIT: Final = 50
-_REDIRECTS: Final = frozenset({301, 302, 307, 308})
-_MAX_REDIRECTS: Final = 3
-USER_AGENT: Final = "airflow-provider-bitrix24"
-#: Bitrix24's cloud domains: a cloud portal renamed by its owner moves within them.
-CLOUD_DOMAINS: Final = (
-    "bitrix24.com",
-    "bitrix24.ru",
-    "bitrix24.de",
-    "bitrix24.eu",
-    "bitrix24.es",
-    "bitrix24.fr",
-    "bitrix24.it",
-    "bitrix24.pl",
-    "bitrix24.uk",
-    "bitrix24.in",
-    "bitrix24.cn",
-    "bitrix24.jp",
-    "bitrix24.by",
-    "bitrix24.kz",
-    "bitrix24.ua",
-    "bitrix24.vn",
-    "bitrix24.id",
-    "bitrix24.com.br",
-    "bitrix24.com.tr",
-    "bitrix24.co",
+from airflow_provider_bitrix24.client.redaction import install_log_filter, register_secret
+from airflow_provider_bitrix24.client.redirects import CLOUD_DOMAINS, follow, redirect_target
+from airflow_provider_bitrix24.client.retry import RetryPolicy, fills_bucket
+from airflow_provider_bitrix24.client.wire import (
+    BATCH_LIMIT,
+    USER_AGENT,
+    BatchItem,
+    Command,
+    Envelope,
+    HttpRequest,
+    HttpResponse,
+    check_method,
+    decode_batch,
+    decode_json,
+    encode_batch,
+    list_rows,
+    parse_response,
+    php_query,
 )
-#: Longest error code and description kept from an answer (a hostile portal could send megabytes).
-_MAX_CODE: Final = 100
-_MAX_DESCRIPTION: Final = 1000
+
+__all__ = [
+    "BATCH_LIMIT",
+    "CLOUD_DOMAINS",
+    "USER_AGENT",
+    "Acquire",
+    "Action",
+    "BatchItem",
+    "Command",
+    "Engine",
+    "Envelope",
+    "Flow",
+    "HttpRequest",
+    "HttpResponse",
+    "Refresh",
+    "Report",
+    "Send",
+    "Sleep",
+    "Stopped",
+    "SyncTokens",
+    "decode_json",
+    "list_rows",
+    "parse_response",
+    "php_query",
+    "redirect_target",
+]
+
 #: While a method is blocked, how often the wait looks for an announced end (local memory only, no request).
 _BLOCK_CHECK: Final = 1.0
 #: A list's ``next`` never moves further than this past the current page's start (pages hold 50 rows).
 _MAX_PAGE_STEP: Final = 1000
 
 log = logging.getLogger("airflow_provider_bitrix24.client")
-
-
-# --------------------------------------------------------------------------- wire types
-
-
-@dataclass(frozen=True, repr=False)
-class HttpRequest:
-    """One HTTP request; ``url`` and ``json`` may hold secrets, ``redacted`` never does."""
-
-    method: str
-    url: str
-    redacted: str
-    json: dict[str, Any] | None = None
-    rest_method: str = ""
-    token: str | None = None
-
-    def __repr__(self) -> str:
-        return f"HttpRequest({self.method} {self.redacted})"
-
-
-_UNDECODED: Final[Any] = object()
-
-
-@dataclass(frozen=True)
-class HttpResponse:
-    """
-    One HTTP answer.
-
-    :param parsed: The body already decoded as JSON (the async client decodes large bodies off its event loop),
-        or the exception decoding raised.
-    """
-
-    status: int
-    #: May hold secrets (a token answer's pair).
-    body: bytes = field(repr=False)
-    headers: Mapping[str, str] = field(default_factory=dict)
-    parsed: Any = field(default=_UNDECODED, repr=False, compare=False)
-
-
-def decode_json(body: bytes) -> Any:
-    """The JSON value of a body, or the exception decoding it raised (returned, not raised)."""
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        return exc
-
-
-@dataclass(frozen=True)
-class Envelope:
-    """A successful answer: ``result`` plus the list fields and the ``time`` block."""
-
-    result: Any
-    time: Mapping[str, Any]
-    next: int | None = None
-    total: int | None = None
 
 
 # --------------------------------------------------------------------------- actions
@@ -194,238 +141,6 @@ class Stopped(Exception):
     """Raised into a flow's caller when the flow's ``should_stop`` said to send nothing more."""
 
 
-@dataclass(frozen=True)
-class BatchItem:
-    """
-    The outcome of one command of a batch.
-
-    :param key: The command's key: the caller's own key, or its position as a string for a list of commands.
-    :param method: The REST method of the command.
-    :param result: The command's ``result`` when it succeeded.
-    :param error: The command's error when it failed.
-    :param time: The command's ``time`` block, when the portal sent one.
-    """
-
-    key: str
-    method: str
-    result: Any = None
-    error: Bitrix24Error | None = None
-    next: int | None = None
-    total: int | None = None
-    time: Mapping[str, Any] | None = None
-
-    @property
-    def processing(self) -> float:
-        """Seconds the portal spent executing the command (0 when it did not say)."""
-        return (as_seconds(self.time.get("processing")) or 0.0) if self.time is not None else 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-Command = tuple[str, Mapping[str, Any] | None]
-
-
-# --------------------------------------------------------------------------- encoding and parsing
-
-
-def _php_pairs(value: Any, prefix: str) -> Iterable[tuple[str, str]]:
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            yield from _php_pairs(item, f"{prefix}[{key}]")
-    elif isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            yield from _php_pairs(item, f"{prefix}[{index}]")
-    elif isinstance(value, bool):
-        yield prefix, "Y" if value else "N"
-    elif value is None:
-        yield prefix, ""
-    else:
-        yield prefix, str(value)
-
-
-def php_query(params: Mapping[str, Any]) -> str:
-    """Encode parameters as a PHP-style query string (``a[b][0]=1``), as batch commands need."""
-    pairs: list[tuple[str, str]] = []
-    for key, value in params.items():
-        pairs.extend(_php_pairs(value, str(key)))
-    return urlencode(pairs)
-
-
-def _section(value: Any) -> dict[str, Any]:
-    """A batch result section: PHP sends an empty map as ``[]`` and a 0..n-1 map as a list."""
-    if isinstance(value, Mapping):
-        return {str(k): v for k, v in value.items()}
-    if isinstance(value, list):
-        return {str(i): v for i, v in enumerate(value)}
-    return {}
-
-
-def _text(value: Any, limit: int) -> str:
-    text = value if isinstance(value, str) else "" if value is None else json.dumps(value)[:limit]
-    return redact(text[:limit])
-
-
-def parse_response(response: HttpResponse, method: str, limiter: Limiter | None = None) -> Envelope:
-    """
-    Turn an HTTP answer into an :class:`Envelope`, or raise the matching :class:`Bitrix24Error`.
-
-    Anything that is not the Bitrix24 envelope (an HTML page from a proxy, an empty or truncated body, JSON
-    without ``result``, JSON nested too deep to read) raises :class:`Bitrix24ResponseError` with the HTTP status. An
-    empty or unparsable body is retryable whatever the status (a cut connection, as with a dropped one);
-    well-formed JSON of the wrong shape is retryable when the status says the portal or a gateway was briefly
-    unavailable. Error descriptions are redacted like URLs are: a portal may echo what it was sent.
-    """
-    status = response.status
-    transient = status in TRANSIENT_HTTP_STATUSES
-    content_type = response.headers.get("content-type", "unknown type")
-    if not response.body.strip():
-        raise Bitrix24ResponseError(
-            "EMPTY_RESPONSE",
-            "the portal sent an empty body",
-            status=status,
-            method=method,
-            retryable=True,
-        )
-    data = response.parsed if response.parsed is not _UNDECODED else decode_json(response.body)
-    if isinstance(data, RecursionError):
-        raise Bitrix24ResponseError(
-            "INVALID_RESPONSE", "the JSON answer is nested too deeply to read", status=status, method=method
-        )
-    if isinstance(data, Exception):
-        raise Bitrix24ResponseError(
-            "INVALID_RESPONSE",
-            f"the answer is not JSON ({_text(content_type, 80)}, {len(response.body)} bytes); "
-            "a proxy or gateway may have answered instead of the portal",
-            status=status,
-            method=method,
-            retryable=True,
-        )
-    if not isinstance(data, dict):
-        raise Bitrix24ResponseError(
-            "INVALID_RESPONSE",
-            "the JSON answer is not an object",
-            status=status,
-            method=method,
-            retryable=transient,
-        )
-    if "error" in data:
-        code, description = data["error"], data.get("error_description")
-        if isinstance(code, Mapping):  # REST 3.0 shape {"error": {"code", "message"}}
-            code, description = code.get("code", ""), code.get("message", "")
-        unblocks = limiter.unblocks_at(method) if limiter is not None else None
-        raise error_from_payload(
-            _text(code, _MAX_CODE),
-            _text(description, _MAX_DESCRIPTION),
-            status=status,
-            method=method,
-            unblocks_at=unblocks,
-        )
-    if "result" not in data:
-        raise Bitrix24ResponseError(
-            "INVALID_RESPONSE",
-            "the JSON answer has neither result nor error",
-            status=status,
-            method=method,
-            retryable=transient,
-        )
-    if status >= 400:
-        raise Bitrix24ResponseError(
-            "INVALID_RESPONSE", "an error status came with a result body", status=status, method=method
-        )
-    time_block = data.get("time")
-    return Envelope(
-        result=data["result"],
-        time=time_block if isinstance(time_block, Mapping) else {},
-        next=as_int(data.get("next")),
-        total=as_int(data.get("total")),
-    )
-
-
-def list_rows(result: Any) -> list[Any]:
-    """
-    The rows of one page of a list method.
-
-    Most list methods answer a list; some wrap it in an object with one key (``tasks.task.list`` ->
-    ``{"tasks": [...]}``, ``crm.item.list`` -> ``{"items": [...]}``); a few answer a map keyed by id.
-    """
-    if isinstance(result, list):
-        return result
-    if isinstance(result, Mapping):
-        if len(result) == 1:
-            (only,) = result.values()
-            if isinstance(only, list):
-                return only
-            if isinstance(only, Mapping) and all(isinstance(v, Mapping) for v in only.values()):
-                return list(only.values())
-        return list(result.values())
-    return [result]
-
-
-def _check_method(method: Any) -> None:
-    """Refuse what cannot be a REST method name (it goes into a URL path, or a batch command before its ``?``)."""
-    if not method or not isinstance(method, str) or "/" in method or "?" in method:
-        raise Bitrix24ConfigError("method", f"must be a REST method name such as 'profile', got {method!r}")
-
-
-def _origin(url: str) -> tuple[str, str, int]:
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    port = parts.port or (443 if scheme == "https" else 80)
-    return scheme, (parts.hostname or "").lower(), port
-
-
-def _in_cloud(host: str) -> bool:
-    return any(host.endswith("." + domain) for domain in CLOUD_DOMAINS)
-
-
-def redirect_target(base_url: str, location: str) -> str | None:
-    """
-    The new base URL a portal's redirect may be followed to, with the credential, or ``None``.
-
-    Allowed: the same host (an upgrade from http to https included), or, from one Bitrix24 cloud portal, another
-    Bitrix24 cloud portal over https (a renamed cloud portal). Never plain http unless both are loopback addresses.
-    Everything else (another host, a proxy's login page, a TLS-inspecting filter) would receive the webhook code
-    or the token, so it is refused.
-    """
-    try:
-        new_scheme, new_host, new_port = _origin(location)
-        old_scheme, old_host, old_port = _origin(base_url)
-    except ValueError:
-        return None
-    if new_scheme not in {"http", "https"} or not new_host:
-        return None
-    if new_scheme == "http" and not (is_loopback(new_host) and is_loopback(old_host)):
-        return None
-    same_host = new_host == old_host and (
-        new_port == old_port or (old_scheme == "http" and new_scheme == "https" and new_port == 443)
-    )
-    renamed_cloud = new_scheme == "https" and _in_cloud(old_host) and _in_cloud(new_host)
-    if not (same_host or renamed_cloud):
-        return None
-    netloc = urlsplit(location).netloc.lower().rsplit("@", 1)[-1]
-    target = f"{new_scheme}://{netloc}"
-    return None if target == base_url else target
-
-
-def _origin_or_none(url: str) -> tuple[str, str, int] | None:
-    try:
-        return _origin(url)
-    except ValueError:
-        return None
-
-
-def _shown(location: str) -> str:
-    """Scheme, host and port of a Location, for an error message (its path may hold a credential)."""
-    try:
-        scheme, host, _ = _origin(location)
-        port = urlsplit(location).port
-    except ValueError:
-        return "an unreadable address"
-    return f"{scheme}://{host}{f':{port}' if port else ''}" if host else "an address without a host"
-
-
 # --------------------------------------------------------------------------- the engine
 
 
@@ -474,7 +189,7 @@ class Engine:
 
     def build_request(self, method: str, params: Mapping[str, Any] | None) -> HttpRequest:
         """The POST request of a REST call, with the credential where Bitrix24 expects it."""
-        _check_method(method)
+        check_method(method)
         body = dict(params or {})
         auth = self.config.auth
         if isinstance(auth, WebhookAuth):
@@ -489,34 +204,18 @@ class Engine:
         return HttpRequest("POST", url, redacted, json=body, rest_method=method, token=token)
 
     def _follow_redirect(self, response: HttpResponse, method: str, redirects: int) -> bool:
-        """
-        Move to the portal's new address after a rename (the POST is sent again, not turned into a GET), when the
-        move is one that may receive the credential; refuse it with a clear error otherwise.
-        """
-        location = response.headers.get("location", "")
-        if response.status not in _REDIRECTS or not location:
+        """Move to the portal's new address after a rename, when :func:`.redirects.follow` allows it."""
+        target = follow(self.base_url, response, method, redirects)
+        if target is None:
             return False
-        target = redirect_target(self.base_url, location)
-        problem = None
-        if redirects >= _MAX_REDIRECTS:
-            problem = f"redirected more than {_MAX_REDIRECTS} times"
-        elif target is None and _origin_or_none(location) == _origin_or_none(self.base_url):
-            problem = "redirected within the same host, so its REST endpoint is not answering (maintenance, or a login page in front of it?)"
-        elif target is None:
-            problem = (
-                f"moving to {_shown(location)}; the credential is sent only to the same host or, from a Bitrix24 cloud "
-                "portal, to another one over https. If the portal really moved, update the connection's host"
-            )
-        if problem is not None:
-            raise Bitrix24PortalMovedError(
-                "PORTAL_MOVED",
-                f"the portal answered HTTP {response.status} {problem}",
-                status=response.status,
-                method=method,
-            )
         self.log.warning("Bitrix24 portal moved from %s to %s; following", self.base_url, target)
-        self.base_url = str(target)
+        self.base_url = target
         return True
+
+    def time_until_unblocked(self, method: str) -> float | None:
+        """Seconds until ``method``, refused by the operating-time limit, may be called again; ``None`` if it may now."""
+        until = self.limiter.blocked_until(method)
+        return None if until is None else max(0.0, until - time.time())
 
     # -- flows
 
@@ -583,7 +282,7 @@ class Engine:
                 force = True
                 continue
             except Bitrix24Error as err:
-                if isinstance(err, Bitrix24RateLimitError):
+                if fills_bucket(err):
                     yield Report("rejected")
                 delay = self.retry_policy.delay(err, attempt, waited, time.monotonic() - started)
                 if delay is None:
@@ -676,75 +375,10 @@ class Engine:
         the same request resolve. A command that was sent but is in no section of the answer (and not after a
         halting error) is a bad answer, retryable, never taken for "not executed".
         """
-        cmd: dict[str, str] = {}
-        for key, (method, params) in chunk:
-            _check_method(method)
-            query = php_query(params or {})
-            cmd[key] = f"{method}?{query}" if query else method
-        envelope = yield from self.call_flow("batch", {"halt": 1 if halt else 0, "cmd": cmd}, should_stop=should_stop)
-        body = envelope.result if isinstance(envelope.result, Mapping) else {}
-        ok = _section(body.get("result"))
-        errors = _section(body.get("result_error"))
-        totals = _section(body.get("result_total"))
-        nexts = _section(body.get("result_next"))
-        times = _section(body.get("result_time"))
-        outer_operating = as_seconds(envelope.time.get("operating"))
-        outer_block = (
-            as_seconds(envelope.time.get("operating_reset_at"))
-            if outer_operating is not None and outer_operating > OPERATING_LIMIT
-            else None
-        )
-        out: dict[str, BatchItem] = {}
-        blocks: list[Report] = []
-        halted = False
-        for key, (method, _) in chunk:
-            if key in times and isinstance(times[key], Mapping):
-                self.limiter.observe(method, times[key])
-            if key in errors:
-                raw = errors[key] if isinstance(errors[key], Mapping) else {}
-                err = error_from_payload(
-                    _text(raw.get("error", ""), _MAX_CODE),
-                    _text(raw.get("error_description"), _MAX_DESCRIPTION),
-                    status=None,
-                    method=method,
-                    unblocks_at=self.limiter.unblocks_at(method),
-                )
-                if isinstance(err, Bitrix24OperationTimeLimitError):
-                    # When does the command's method unblock: its own timing if the answer has it, else what the
-                    # method's earlier answers said, else the outer block when it is over the limit itself (portals
-                    # that bill a batch per command report the busiest method there), else look again in 10 s.
-                    own = times.get(key)
-                    reset = as_seconds(own.get("operating_reset_at")) if isinstance(own, Mapping) else None
-                    until = reset or err.unblocks_at or outer_block or time.time() + UNKNOWN_BLOCK
-                    err.unblocks_at = until
-                    blocks.append(Report("blocked", method, until))
-                out[key] = BatchItem(key, method, error=err)
-                halted = halted or halt
-            elif key in ok:
-                own_time = times.get(key)
-                out[key] = BatchItem(
-                    key,
-                    method,
-                    result=ok[key],
-                    next=as_int(nexts.get(key)),
-                    total=as_int(totals.get(key)),
-                    time=own_time if isinstance(own_time, Mapping) else None,
-                )
-            elif halted:
-                not_run = Bitrix24ApiError(
-                    "NOT_EXECUTED", "the batch stopped before this command (halt)", method=method
-                )
-                out[key] = BatchItem(key, method, error=not_run)
-            else:
-                missing = Bitrix24ResponseError(
-                    "MISSING_IN_BATCH",
-                    "the batch answer holds neither a result nor an error for this command",
-                    status=200,
-                    method=method,
-                    retryable=True,
-                )
-                out[key] = BatchItem(key, method, error=missing)
-        yield from blocks
+        envelope = yield from self.call_flow("batch", encode_batch(chunk, halt=halt), should_stop=should_stop)
+        out, blocks = decode_batch(envelope, chunk, halt=halt, limiter=self.limiter, unknown_block=UNKNOWN_BLOCK)
+        for method, until in blocks:
+            yield Report("blocked", method, until)
         return out
 
     def list_flow(self, method: str, params: Mapping[str, Any] | None = None, limit: int | None = None) -> Flow:

@@ -25,6 +25,7 @@ from typing import Any, Final, NamedTuple, Protocol
 
 from airflow_provider_bitrix24.client.coerce import as_seconds
 from airflow_provider_bitrix24.client.config import OAuthCredentials, PortalConfig, RateLimit, WebhookAuth
+from airflow_provider_bitrix24.client.retry import level_after_rejection
 
 #: The client paces at this share of the portal's drain rate, to absorb clock differences.
 RATE_SAFETY: Final = 0.98
@@ -145,10 +146,10 @@ class LeakyBucket:
             return max(0, int(self._capacity - self._level))
 
     def note_rejected(self) -> None:
-        """The portal said the bucket is full: another process is using it too, so assume it is full."""
+        """The portal said the bucket is full (503): see :mod:`.retry`, the home of the back-off."""
         with self._lock:
             self._drain(self._clock())
-            self._level = max(self._level, self._capacity)
+            self._level = level_after_rejection(self._level, self._capacity)
 
 
 @dataclass

@@ -1,5 +1,11 @@
 """
-When to repeat a failed call, and after how long.
+The back-off: when to repeat a failed call, after how long, and what a refusal for load tells the other callers.
+
+This is the one home of the 503 back-off. When the portal answers ``QUERY_LIMIT_EXCEEDED`` (HTTP 503), another
+process shares its bucket: :func:`fills_bucket` says so, the call engine (:mod:`.core`, ``call_flow``) reports it to
+the limiter, whose bucket then takes :func:`level_after_rejection` (full) for every client of the portal, and the
+call waits :meth:`RetryPolicy.delay` before sending again. A pipelined batch run also narrows its window of requests
+in flight after any refusal for load (:func:`is_overload`).
 
 Only transient failures are retried (:attr:`Bitrix24Error.retryable`): the rate limit, the operating-time limit,
 the portal's ``INTERNAL_SERVER_ERROR`` / ``ERROR_UNEXPECTED_ANSWER``, gateway pages without JSON, connection
@@ -19,7 +25,30 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from airflow_provider_bitrix24.client.errors import Bitrix24Error, Bitrix24OperationTimeLimitError
+from airflow_provider_bitrix24.client.errors import (
+    Bitrix24Error,
+    Bitrix24OperationTimeLimitError,
+    Bitrix24RateLimitError,
+    Bitrix24ServerError,
+)
+
+
+def fills_bucket(error: BaseException) -> bool:
+    """Whether ``error`` says the portal's request bucket is full (a 503 ``QUERY_LIMIT_EXCEEDED``)."""
+    return isinstance(error, Bitrix24RateLimitError)
+
+
+def level_after_rejection(level: float, capacity: float) -> float:
+    """
+    A bucket's level once the portal answered 503: another process is using the bucket too, so it is assumed full
+    (never emptier than it was).
+    """
+    return max(level, capacity)
+
+
+def is_overload(error: BaseException) -> bool:
+    """Whether the portal refused for load (rate limit, operating-time limit, server error): send less at once."""
+    return isinstance(error, Bitrix24RateLimitError | Bitrix24OperationTimeLimitError | Bitrix24ServerError)
 
 
 @dataclass(frozen=True)

@@ -30,12 +30,8 @@ from airflow_provider_bitrix24.client.core import (
     Sleep,
     SyncTokens,
 )
-from airflow_provider_bitrix24.client.errors import (
-    Bitrix24Error,
-    Bitrix24ResponseError,
-    Bitrix24TokenStoreError,
-    Bitrix24TransportError,
-)
+from airflow_provider_bitrix24.client.errors import Bitrix24Error, Bitrix24TokenStoreError
+from airflow_provider_bitrix24.client.errors import hint as error_hint
 from airflow_provider_bitrix24.client.oauth import (
     LoadTokens,
     NewSecrets,
@@ -46,8 +42,15 @@ from airflow_provider_bitrix24.client.oauth import (
     token_store_error,
 )
 from airflow_provider_bitrix24.client.pipeline import MAX_IN_FLIGHT, BatchRun, Job, Progress
+from airflow_provider_bitrix24.client.transport import LibraryErrors, answer, map_failure, too_large
 
 _CHUNK = 64 * 1024
+#: How ``requests`` reports a failed request (see :mod:`.transport`).
+REQUESTS_ERRORS = LibraryErrors(
+    timeouts=(requests.Timeout,),
+    drops=(requests.ConnectionError, requests.exceptions.ChunkedEncodingError),
+    others=(requests.RequestException,),
+)
 
 
 class SyncTransport:
@@ -98,21 +101,9 @@ class SyncTransport:
                     body = _read_bounded(response, self.config.max_body_bytes, rest_method, deadline)
                 finally:
                     alarm.cancel()
-                return HttpResponse(response.status_code, body, {k.lower(): v for k, v in response.headers.items()})
-        except requests.Timeout:
-            failure = Bitrix24TransportError("TIMEOUT", f"no whole answer within {timeout:g} s", method=rest_method)
-        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
-            failure = (
-                Bitrix24TransportError("TIMEOUT", f"no whole answer within {timeout:g} s", method=rest_method)
-                if expired.is_set()
-                else Bitrix24TransportError(
-                    "CONNECTION_FAILED",
-                    "the connection failed or was dropped before an answer",
-                    method=rest_method,
-                )
-            )
-        except requests.RequestException as exc:
-            failure = Bitrix24TransportError("REQUEST_FAILED", type(exc).__name__, method=rest_method)
+                return answer(response.status_code, body, response.headers.items())
+        except REQUESTS_ERRORS.caught as exc:
+            failure = map_failure(exc, REQUESTS_ERRORS, method=rest_method, timeout=timeout, expired=expired.is_set())
         # Raised outside the except block so that the library's exception, whose text holds the URL, is not
         # attached as context.
         raise failure
@@ -203,12 +194,7 @@ def _read_bounded(response: requests.Response, limit: int, method: str, deadline
     for chunk in response.iter_content(_CHUNK):
         buffer += chunk
         if len(buffer) > limit:
-            raise Bitrix24ResponseError(
-                "RESPONSE_TOO_LARGE",
-                f"the answer exceeds {limit} bytes",
-                status=response.status_code,
-                method=method,
-            )
+            raise too_large(limit, response.status_code, method)
         if time.monotonic() > deadline:
             raise requests.Timeout()
     return bytes(buffer)
@@ -301,6 +287,20 @@ class Bitrix24Client:
         else:
             raise TypeError(f"unknown action {action!r}")
         return None
+
+    # -- what the portal said
+
+    def time_until_unblocked(self, method: str) -> float | None:
+        """
+        Seconds until ``method`` may be called again after the portal's operating-time limit blocked it, as every
+        client of this credential has learned it; ``None`` when it is not blocked.
+        """
+        return self.engine.time_until_unblocked(method)
+
+    @staticmethod
+    def hint(code: str) -> str | None:
+        """What to do about an error code, in one line; ``None`` when there is nothing to fix (a transient one)."""
+        return error_hint(code)
 
     # -- calls
 

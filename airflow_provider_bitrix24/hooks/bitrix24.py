@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
@@ -10,163 +9,30 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseHook
 
+from airflow_provider_bitrix24.hooks.token_store import (
+    LEGACY_VARIABLE_PREFIX,
+    TOKEN_VARIABLE_PREFIX,
+    VariableTokenStore,
+)
+from airflow_provider_bitrix24.version_compat import amask_secret as _amask
+from airflow_provider_bitrix24.version_compat import mask_secret as _mask
+from airflow_provider_bitrix24.version_compat import supervisor_comms as _supervisor_comms
+
 if TYPE_CHECKING:
     from airflow_provider_bitrix24.client import AsyncBitrix24Client, BatchItem, Bitrix24Client, PortalConfig
     from airflow_provider_bitrix24.client.core import Command
     from airflow_provider_bitrix24.client.limits import Limiter
-    from airflow_provider_bitrix24.client.oauth import TokenPair
     from airflow_provider_bitrix24.client.pipeline import Progress
 
-#: Airflow Variables holding the rotated OAuth token pair of a chain: ``bitrix24_oauth_token__<chain id>``. The word
-#: "token" in the key makes Airflow mask the value in its UI, API and CLI.
-TOKEN_VARIABLE_PREFIX = "bitrix24_oauth_token__"
-#: Where version 0.1 kept the pair: ``bitrix24_oauth__<conn_id>``.
-LEGACY_VARIABLE_PREFIX = "bitrix24_oauth__"
-
-
-def _mask(secret: str) -> None:
-    try:
-        from airflow.providers.common.compat.sdk import mask_secret
-    except ImportError:  # common-compat < 1.22 (the newest one Python 3.10 can install)
-        try:
-            from airflow.sdk.log import mask_secret  # Airflow 3
-        except ImportError:
-            from airflow.utils.log.secrets_masker import mask_secret  # type: ignore[no-redef]  # Airflow 2
-
-    mask_secret(secret)
-
-
-async def _amask(secret: str) -> None:
-    """Mask without a sync round trip to the supervisor from an event loop (Airflow 3's ``amask_secret``)."""
-    try:
-        from airflow.sdk.log import amask_secret
-    except ImportError:  # Airflow 2: masking is local, no I/O
-        _mask(secret)
-        return
-    await amask_secret(secret)
-
-
-def _supervisor_comms() -> Any:
-    """Airflow 3's channel to the supervisor when this process has an async one (the triggerer), else ``None``."""
-    try:
-        from airflow.sdk.execution_time import task_runner
-    except ImportError:
-        return None
-    comms = getattr(task_runner, "SUPERVISOR_COMMS", None)
-    return comms if comms is not None and hasattr(comms, "asend") else None
-
-
-class VariableTokenStore:
-    """
-    Keep the rotated OAuth tokens of a chain in the Airflow Variable ``bitrix24_oauth_token__<chain id>`` (JSON).
-
-    Bitrix24 invalidates a refresh token as soon as it is used, so the new pair must be stored where every other
-    process looks first; the Connection's extras only hold the pair the chain started from. The key depends on
-    the portal, the application and that first refresh token, not on the connection id, so testing a connection
-    (Airflow does it under a random id) finds and updates the same chain as the tasks. Inside a task the Task
-    SDK's ``Variable`` is used, in a triggerer its async channel, elsewhere (``airflow connections test``, scripts)
-    the metadata database's model.
-
-    :param chain: The chain's id (:func:`~airflow_provider_bitrix24.client.oauth.chain_id`).
-    :param conn_id: The connection, named in errors; ``bitrix24_oauth__<conn_id>`` (where earlier versions kept the
-        pair) is tried when the chain's own refresh token is refused.
-    """
-
-    def __init__(self, chain: str, log: Any, conn_id: str | None = None) -> None:
-        self.key = f"{TOKEN_VARIABLE_PREFIX}{chain}"
-        self.legacy_key = f"{LEGACY_VARIABLE_PREFIX}{conn_id}" if conn_id else None
-        self.log = log
-        self._where = f"Variable {self.key}" + (f" (the token chain of connection {conn_id})" if conn_id else "")
-
-    def __repr__(self) -> str:
-        return f"VariableTokenStore({self.key!r})"
-
-    @staticmethod
-    def _variable_classes() -> list[Any]:
-        from airflow.providers.common.compat.sdk import Variable
-
-        classes: list[Any] = [Variable]
-        try:
-            from airflow.models.variable import Variable as VariableModel
-        except ImportError:  # pragma: no cover - every supported Airflow has it
-            return classes
-        if VariableModel is not Variable:
-            classes.append(VariableModel)
-        return classes
-
-    def _parse(self, key: str, raw: Any) -> TokenPair | None:
-        from airflow_provider_bitrix24.client.oauth import TokenPair
-
-        pair = TokenPair.from_json(raw) if isinstance(raw, str) else None
-        if pair is None:
-            self.log.warning("Variable %s does not hold a Bitrix24 token pair; ignoring it", key)
-        return pair
-
-    def _load(self, key: str) -> TokenPair | None:
-        for variable in self._variable_classes():
-            try:
-                raw = variable.get(key)
-            except Exception:  # missing, or not reachable from this kind of process: try the next way
-                continue
-            return self._parse(key, raw)
-        return None
-
-    def load(self) -> TokenPair | None:
-        return self._load(self.key)
-
-    def load_previous(self) -> TokenPair | None:
-        """The pair earlier versions kept per connection; tried only when the chain's own refresh is refused."""
-        return self._load(self.legacy_key) if self.legacy_key else None
-
-    def save(self, pair: TokenPair) -> None:
-        from airflow_provider_bitrix24.client.oauth import token_store_error
-
-        failure: Exception | None = None
-        for variable in self._variable_classes():
-            try:
-                variable.set(self.key, pair.to_json(), description=_DESCRIPTION)
-                self.log.info("Stored the rotated Bitrix24 OAuth tokens in Variable %s", self.key)
-                return
-            except Exception as exc:
-                failure = exc
-        raise token_store_error(self._where, failure)
-
-    async def _aload(self, key: str) -> TokenPair | None:
-        comms = _supervisor_comms()
-        if comms is None:
-            return await asyncio.to_thread(self._load, key)
-        from airflow.sdk.execution_time.comms import GetVariable, VariableResult
-
-        answer = await comms.asend(GetVariable(key=key))
-        if isinstance(answer, VariableResult) and answer.value is not None:
-            return self._parse(key, answer.value)
-        return None
-
-    async def aload(self) -> TokenPair | None:
-        return await self._aload(self.key)
-
-    async def aload_previous(self) -> TokenPair | None:
-        return await self._aload(self.legacy_key) if self.legacy_key else None
-
-    async def asave(self, pair: TokenPair) -> None:
-        comms = _supervisor_comms()
-        if comms is None:
-            await asyncio.to_thread(self.save, pair)
-            return
-        from airflow.sdk.execution_time.comms import ErrorResponse, PutVariable
-
-        from airflow_provider_bitrix24.client.oauth import token_store_error
-
-        try:
-            answer = await comms.asend(PutVariable(key=self.key, value=pair.to_json(), description=_DESCRIPTION))
-        except Exception as exc:
-            raise token_store_error(self._where, exc) from None
-        if isinstance(answer, ErrorResponse):
-            raise token_store_error(self._where, RuntimeError(str(answer.error)))
-        self.log.info("Stored the rotated Bitrix24 OAuth tokens in Variable %s", self.key)
-
-
-_DESCRIPTION = "Rotated Bitrix24 OAuth tokens (kept by the Bitrix24 provider; refresh tokens work once)"
+__all__ = [
+    "LEGACY_VARIABLE_PREFIX",
+    "TOKEN_VARIABLE_PREFIX",
+    "Bitrix24Hook",
+    "VariableTokenStore",
+    "_amask",
+    "_mask",
+    "_supervisor_comms",
+]
 
 
 #: How to get the Redis client that ``redis_conn_id`` needs.
@@ -268,11 +134,11 @@ class Bitrix24Hook(BaseHook):
     @staticmethod
     def _redis_conn_id(conn: Any) -> str | None:
         """The ``redis_conn_id`` extra: the Airflow Redis connection through which processes share the limits."""
-        from airflow_provider_bitrix24.client.config import _extra_get, field_label
+        from airflow_provider_bitrix24.client.config import extra_get, field_label
         from airflow_provider_bitrix24.client.errors import Bitrix24ConfigError
 
         extra = conn.extra_dejson if isinstance(conn.extra_dejson, dict) else {}
-        value = _extra_get(extra, "redis_conn_id")
+        value = extra_get(extra, "redis_conn_id")
         if value is None or (isinstance(value, str) and not value.strip()):
             return None
         if not isinstance(value, str):
@@ -411,33 +277,12 @@ class Bitrix24Hook(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        from airflow_provider_bitrix24.get_provider_info import UI_FIELD_BEHAVIOUR
+        from airflow_provider_bitrix24.hooks.connection_form import ui_field_behaviour
 
-        return {
-            "hidden_fields": UI_FIELD_BEHAVIOUR["hidden-fields"],
-            "relabeling": UI_FIELD_BEHAVIOUR["relabeling"],
-            "placeholders": UI_FIELD_BEHAVIOUR["placeholders"],
-        }
+        return ui_field_behaviour()
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
-        from flask_appbuilder.fieldwidgets import BS3PasswordFieldWidget, BS3TextFieldWidget
-        from flask_babel import lazy_gettext
-        from wtforms import IntegerField, PasswordField, StringField
-        from wtforms.validators import NumberRange, Optional
+        from airflow_provider_bitrix24.hooks.connection_form import form_widgets
 
-        from airflow_provider_bitrix24.get_provider_info import CONN_FIELDS
-
-        widgets: dict[str, Any] = {}
-        for name, spec in CONN_FIELDS.items():
-            label, description = lazy_gettext(spec["label"]), spec.get("description", "")
-            types = spec["schema"]["type"]
-            if spec["schema"].get("format") == "password":
-                widgets[name] = PasswordField(label, widget=BS3PasswordFieldWidget(), description=description)
-            elif "integer" in types:
-                widgets[name] = IntegerField(
-                    label, widget=BS3TextFieldWidget(), description=description, validators=[Optional(), NumberRange(0)]
-                )
-            else:
-                widgets[name] = StringField(label, widget=BS3TextFieldWidget(), description=description)
-        return widgets
+        return form_widgets()

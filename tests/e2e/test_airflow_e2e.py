@@ -12,12 +12,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import sqlite3
-import subprocess
-import sys
 import tempfile
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +23,7 @@ import pytest
 from airflow_provider_bitrix24.sandbox import SandboxConfig, SandboxPortal
 from airflow_provider_bitrix24.sandbox.state import SEED
 from tests.helpers import ROOT
+from tests.support.airflow_processes import AirflowProcesses
 from tests.support.waiting import free_port, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -40,56 +37,15 @@ COMPONENTS = {
 }
 
 
-class Airflow:
+class Airflow(AirflowProcesses):
     """A real Airflow 3 deployment in a temporary home."""
 
-    def __init__(self, home: Path, env: dict[str, str]) -> None:
-        self.home = home
-        self.env = env
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def cli(self, *args: str, timeout: float = 120) -> str:
-        proc = subprocess.run(
-            [sys.executable, "-m", "airflow", *args], env=self.env, capture_output=True, text=True, timeout=timeout
-        )
-        assert proc.returncode == 0, f"airflow {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
-        return proc.stdout
-
     def start(self) -> None:
-        for name, args in COMPONENTS.items():
-            log = (self.home / f"{name}.log").open("wb")
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "airflow", *args],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        for proc in self.procs.values():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+        self.launch(COMPONENTS)
 
     def query(self, sql: str, *params: object) -> list[tuple]:
         with sqlite3.connect(self.home / "airflow.db", timeout=30) as db:
             return db.execute(sql, params).fetchall()
-
-    def alive(self) -> None:
-        dead = {name: p.returncode for name, p in self.procs.items() if p.poll() is not None}
-        assert not dead, f"Airflow components exited: {dead}; see logs in {self.home}"
-
-    def logs(self) -> str:
-        texts = [p.read_text(errors="replace") for p in self.home.glob("*.log")]
-        texts += [p.read_text(errors="replace") for p in (self.home / "logs").rglob("*") if p.is_file()]
-        return "\n".join(texts)
 
 
 @pytest.fixture(scope="module")

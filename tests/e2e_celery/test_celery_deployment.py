@@ -25,9 +25,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -40,8 +37,9 @@ import pytest
 
 from airflow_provider_bitrix24.sandbox import SandboxConfig, SandboxPortal
 from airflow_provider_bitrix24.sandbox.state import POOL_CLIENT_ID
-from tests.e2e_celery.services import PostgresServer, RedisServer, ServiceMissing
 from tests.helpers import ROOT, token_variable
+from tests.support.airflow_processes import AirflowProcesses
+from tests.support.services import PostgresServer, RedisServer, ServiceMissing
 from tests.support.waiting import free_port, wait_for
 
 #: The deployment starts once for the module; its setup (the whole run) counts against the first test's timeout.
@@ -99,24 +97,15 @@ class GrantRecorder:
         oauth.grant = grant  # type: ignore[method-assign]
 
 
-class Deployment:
+class Deployment(AirflowProcesses):
     """Airflow 3 with the CeleryExecutor in a temporary home; the metadata database is PostgreSQL."""
 
-    def __init__(self, home: Path, env: dict[str, str], postgres: PostgresServer) -> None:
-        self.home = home
-        self.env = env
-        self.postgres = postgres
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._db: Any = None
+    cli_timeout = 180
 
-    def cli(self, *args: str, timeout: float = 180) -> str:
-        proc = subprocess.run(
-            [sys.executable, "-m", "airflow", *args], env=self.env, capture_output=True, text=True, timeout=timeout
-        )
-        assert proc.returncode == 0, (
-            f"airflow {' '.join(args[:2])} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        )
-        return proc.stdout
+    def __init__(self, home: Path, env: dict[str, str], postgres: PostgresServer) -> None:
+        super().__init__(home, env)
+        self.postgres = postgres
+        self._db: Any = None
 
     def api(self, verb: str, path: str, body: dict[str, Any]) -> Any:
         """Call the REST API (every user is an admin here: ``simple_auth_manager_all_admins``)."""
@@ -154,30 +143,13 @@ class Deployment:
                 str(TRIGGERER_CAPACITY),
                 "--skip-serve-logs",
             ]
-        for name, args in components.items():
-            log = (self.home / f"{name}.log").open("wb")
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "airflow", *args],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.launch(components)
 
     def stop(self) -> None:
         if self._db is not None:
             self._db.close()
             self._db = None
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        for proc in self.procs.values():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+        super().stop()
 
     def query(self, sql: str, *params: object) -> list[tuple]:
         if self._db is None:
@@ -185,15 +157,6 @@ class Deployment:
         with self._db.cursor() as cur:
             cur.execute(sql, params)
             return cur.fetchall()
-
-    def alive(self) -> None:
-        dead = {name: p.returncode for name, p in self.procs.items() if p.poll() is not None}
-        assert not dead, f"Airflow components exited: {dead}; see logs in {self.home}"
-
-    def logs(self) -> str:
-        texts = [p.read_text(errors="replace") for p in self.home.glob("*.log")]
-        texts += [p.read_text(errors="replace") for p in (self.home / "logs").rglob("*") if p.is_file()]
-        return "\n".join(texts)
 
 
 def _refresh_figures(grants: GrantRecorder, issued_at: float, last_request: float) -> dict[str, Any]:

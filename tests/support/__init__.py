@@ -1,1 +1,4 @@
-"""Test infrastructure that runs in child processes (an Airflow 3 triggerer harness, a delaying proxy)."""
+"""
+Shared test infrastructure: the Airflow process harness, Redis and PostgreSQL servers, a triggerer harness, a
+hook process, a delaying proxy and waiting helpers (see ARCHITECTURE.md).
+"""

@@ -1,5 +1,6 @@
 """
-Throw-away Redis and PostgreSQL servers on loopback, for the CeleryExecutor deployment and the B5 benchmark.
+Throw-away Redis and PostgreSQL servers on loopback, for the tests that share state through Redis, the
+CeleryExecutor deployment and the B5 benchmark.
 
 Both run from the distribution's binaries (``.ci/install-services`` installs them), in a temporary directory, on
 a free port, and stop with the test. PostgreSQL refuses to run as root: when the test runs as root its cluster is
@@ -16,10 +17,13 @@ import shutil
 import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
-from tests.support.waiting import free_port, wait_for
+from tests.support.waiting import free_port
 
+#: Seconds to wait for a started redis-server to answer PING.
+REDIS_START_TIMEOUT = 15.0
 INSTALL_HINT = "run .ci/install-services (installs redis-server and postgresql from the Debian packages)"
 
 
@@ -27,8 +31,106 @@ class ServiceMissing(RuntimeError):
     """The server's binaries are not installed."""
 
 
+def redis_binary() -> str | None:
+    """The ``redis-server`` binary: on PATH, else Debian's, else ``None``."""
+    return shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
+
+
+def _encode(*args: str) -> bytes:
+    parts = [f"*{len(args)}\r\n".encode()]
+    for arg in args:
+        data = arg.encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+def redis_command(host: str, port: int, password: str | None, args: tuple[str, ...], timeout: float) -> bytes:
+    """Run one command (after ``AUTH`` when there is a password) and return the raw RESP reply to it."""
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall((_encode("AUTH", password) if password is not None else b"") + _encode(*args))
+        lines = 2 if password is not None else 1
+        reply = b""
+        while reply.count(b"\r\n") < lines:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    if password is None:
+        return reply
+    auth, _, rest = reply.partition(b"\r\n")
+    if auth != b"+OK":
+        raise ConnectionError(f"Redis refused AUTH: {auth[:80]!r}")
+    return rest
+
+
+def start_redis(
+    binary: str, directory: Path, password: str | None = None, timeout: float = REDIS_START_TIMEOUT
+) -> tuple[subprocess.Popen[bytes], int]:
+    """
+    Start ``redis-server`` on 127.0.0.1 and a free port, without persistence, working in ``directory`` (its log:
+    ``redis.log``); with a password, it is given in a config file, never on the command line where ``ps`` shows it.
+    Return the process and the port once it answers PING.
+    """
+    args: list[str] = [binary]
+    if password is not None:
+        config = directory / "redis.conf"
+        config.write_text(f"requirepass {password}\n")
+        config.chmod(0o600)
+        args.append(str(config))
+    last_error = ""
+    for _ in range(3):  # another process may take the free port between the check and the bind
+        port = free_port()
+        log_path = directory / "redis.log"
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                [
+                    *args,
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(directory),
+                    "--daemonize",
+                    "no",
+                    "--protected-mode",
+                    "yes",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=directory,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and process.poll() is None:
+            with contextlib.suppress(OSError):
+                if redis_command("127.0.0.1", port, password, ("PING",), 1.0).startswith(b"+PONG"):
+                    return process, port
+            time.sleep(0.05)
+        stop_process(process)
+        last_error = log_path.read_text(errors="replace")[-2000:]
+        if password is not None:
+            last_error = last_error.replace(password, "***")
+    raise RuntimeError(f"redis-server did not start:\n{last_error}")
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """Terminate a server process, killing it after 10 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
 class RedisServer:
-    """``redis-server`` on 127.0.0.1, without persistence, in ``workdir``."""
+    """``redis-server`` on 127.0.0.1, without persistence and without a password, in ``workdir``."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
@@ -37,9 +139,7 @@ class RedisServer:
 
     @staticmethod
     def binary() -> str:
-        found = shutil.which("redis-server") or (
-            "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
-        )
+        found = redis_binary()
         if found is None:
             raise ServiceMissing(f"redis-server is not installed; {INSTALL_HINT}")
         return found
@@ -47,28 +147,20 @@ class RedisServer:
     def start(self) -> RedisServer:
         binary = self.binary()
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        args = [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no"]
-        args += ["--dir", str(self.workdir), "--logfile", str(self.workdir / "redis.log"), "--daemonize", "no"]
-        self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        wait_for("redis-server to answer PING", self.ping, 30, interval=0.1, error=RuntimeError)
+        self._proc, self.port = start_redis(binary, self.workdir, timeout=30)
         return self
 
     def ping(self) -> bool:
         if self._proc is not None and self._proc.poll() is not None:
             raise RuntimeError(f"redis-server exited with {self._proc.returncode}; see {self.workdir / 'redis.log'}")
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(64).startswith(b"+PONG")
+            return redis_command("127.0.0.1", self.port, None, ("PING",), 1.0).startswith(b"+PONG")
         except OSError:
             return False
 
     def flush(self) -> None:
         """Drop every key of every database."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
-            sock.sendall(b"FLUSHALL\r\n")
-            answer = sock.recv(64)
+        answer = redis_command("127.0.0.1", self.port, None, ("FLUSHALL",), 5.0)
         if not answer.startswith(b"+OK"):
             raise RuntimeError(f"FLUSHALL answered {answer!r}")
 
@@ -80,14 +172,8 @@ class RedisServer:
         return {"conn_type": "redis", "host": "127.0.0.1", "port": self.port, "extra": {"db": db}}
 
     def stop(self) -> None:
-        if self._proc is None or self._proc.poll() is not None:
-            return
-        self._proc.terminate()
-        try:
-            self._proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait(10)
+        if self._proc is not None:
+            stop_process(self._proc)
 
 
 def _postgres_bindir() -> Path:
