@@ -256,7 +256,20 @@ class Bitrix24Notifier(BaseNotifier):
         # Render from the templates every time: one notifier object may serve several tasks and tries.
         for name, template in self._templates.items():
             setattr(self, name, template)
-        super().render_template_fields(context, jinja_env)
+        self._render_error: Exception | None = None
+        dag = context.get("dag")
+        if jinja_env is None and dag is not None and not callable(getattr(dag, "get_template_env", None)):
+            # dag.test() hands DAG callbacks the scheduler's serialized DAG, which has no template environment.
+            jinja_env = self.get_template_env(dag=None)
+        try:
+            super().render_template_fields(context, jinja_env)
+        except Exception as exc:  # reported by notify / async_notify in their one line, never raised
+            self._render_error = exc
+
+    def _check_rendered(self) -> None:
+        error = getattr(self, "_render_error", None)
+        if error is not None:
+            raise ValueError(f"text, dialog_id or bitrix24_conn_id: the template could not be rendered: {error}")
 
     @cached_property
     def hook(self) -> Bitrix24Hook:
@@ -313,6 +326,7 @@ class Bitrix24Notifier(BaseNotifier):
         """Send the message (task and DAG callbacks); a failure is logged, never raised."""
         secrets: tuple[str, ...] = ()
         try:
+            self._check_rendered()
             secrets = tuple(self.hook.config.auth.secrets)
             result = self.hook.call(METHOD, self.build_params(context, secrets))
         except Exception as exc:
@@ -324,6 +338,7 @@ class Bitrix24Notifier(BaseNotifier):
         """Send the message from an event loop (the triggerer, for deadline alerts); a failure is logged."""
         secrets: tuple[str, ...] = ()
         try:
+            self._check_rendered()
             client = await self.hook.get_async_client()
             try:
                 secrets = tuple(client.config.auth.secrets)
