@@ -257,6 +257,8 @@ class Bitrix24Notifier(BaseNotifier):
         for name, template in self._templates.items():
             setattr(self, name, template)
         self._render_error: Exception | None = None
+        if "dag" not in context:  # a deadline's context has no DAG; Airflow 2's notifier reads context["dag"]
+            context["dag"] = None  # type: ignore[typeddict-item]
         dag = context.get("dag")
         if jinja_env is None and dag is not None and not callable(getattr(dag, "get_template_env", None)):
             # dag.test() hands DAG callbacks the scheduler's serialized DAG, which has no template environment.

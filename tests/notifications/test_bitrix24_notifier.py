@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import socket
 from typing import Any
 
@@ -16,6 +17,15 @@ from tests.helpers import set_conn
 GROUP = f"chat{SEED.group_chat_id}"
 RUN_ID = "manual__2026-03-11T09:00:00+00:00"
 LOG_URL = "http://airflow.example/dags/alerts/runs/manual__2026-03-11T09%3A00%3A00%2B00%3A00/tasks/flaky?try_number=2"
+VERSION = tuple(int(x) for x in importlib.metadata.version("apache-airflow").split(".")[:2])
+AIRFLOW_3 = VERSION >= (3, 0)
+AIRFLOW_3_1 = VERSION >= (3, 1)
+#: How the DAG run's page is addressed: Airflow 3's UI, or Airflow 2's grid view.
+RUN_PAGE = (
+    "/dags/alerts/runs/manual__2026-03-11T09%3A00%3A00%2B00%3A00"
+    if AIRFLOW_3
+    else "/dags/alerts/grid?dag_run_id=manual__2026-03-11T09%3A00%3A00%2B00%3A00"
+)
 #: Values that must never reach a message or a log: the sandbox's webhook code and a value Airflow masks.
 WEBHOOK_CODE = "sandbox-webhook-0000"
 MASKED = "variable-secret-4242"
@@ -42,6 +52,14 @@ def last_message(sandbox, chat_id: int = SEED.group_chat_id) -> dict[str, Any]:
 
 def count(sandbox, chat_id: int = SEED.group_chat_id) -> int:
     return len(sandbox.chat_messages(chat_id))
+
+
+def notifier_lines(caplog, capsys) -> list[str]:
+    """The notifier's lines about sending, once each: log records (Airflow 2), else structlog's stdout (Airflow 3)."""
+    records = [r.getMessage() for r in caplog.records if "notification to" in r.getMessage()]
+    if records:
+        return records
+    return [line for line in capsys.readouterr().out.splitlines() if "notification to" in line]
 
 
 @pytest.fixture
@@ -101,7 +119,7 @@ def test_message_ends_with_links_to_the_log_and_the_dag_run():
     assert params["DIALOG_ID"] == GROUP
     tail = params["MESSAGE"].splitlines()[-1]
     assert f"[URL={LOG_URL}]Task log[/URL]" in tail
-    assert "/dags/alerts/runs/manual__2026-03-11T09%3A00%3A00%2B00%3A00]DAG run[/URL]" in tail
+    assert f"{RUN_PAGE}]DAG run[/URL]" in tail
     assert params["URL_PREVIEW"] == "N"
     assert params["SYSTEM"] == "N"
     assert "[URL=" not in Bitrix24Notifier(dialog_id=GROUP, links=False).build_params(task_context())["MESSAGE"]
@@ -160,6 +178,15 @@ def test_notify_posts_into_the_chat(sandbox, webhook_conn):
 
 def test_async_notify_posts_through_the_async_client(sandbox, webhook_conn):
     context = {"dag_run": {"dag_id": "alerts", "dag_run_id": RUN_ID}, "deadline": {"deadline_time": "soon"}}
+    notifier = Bitrix24Notifier(dialog_id=GROUP, text="late")
+    asyncio.run(notifier.async_notify(context))
+    assert last_message(sandbox)["id"] == notifier.message_id
+    assert last_message(sandbox)["text"].startswith("late\n")
+
+
+@pytest.mark.skipif(not AIRFLOW_3_1, reason="notifiers are awaitable with a context from Airflow 3.1 on")
+def test_awaiting_the_notifier_renders_and_posts_as_a_deadline_alert_does(sandbox, webhook_conn):
+    context = {"dag_run": {"dag_id": "alerts", "dag_run_id": RUN_ID}, "deadline": {"deadline_time": "soon"}}
 
     async def deadline_alert() -> None:
         # What Airflow's CallbackTrigger does with AsyncCallback(Bitrix24Notifier, kwargs=...): construct, await.
@@ -179,12 +206,14 @@ def test_async_notify_posts_through_the_async_client(sandbox, webhook_conn):
         ("webhook", f"chat{SEED.restricted_chat_id}", "ACCESS_ERROR: "),
     ],
 )
-def test_a_refused_notification_is_one_log_line_and_no_exception(sandbox, monkeypatch, logs, conn, dialog_id, expected):
+def test_a_refused_notification_is_one_log_line_and_no_exception(
+    sandbox, monkeypatch, caplog, capsys, conn, dialog_id, expected
+):
     set_conn(monkeypatch, "bitrix24_default", sandbox.airflow_conn_json(conn))
     notifier = Bitrix24Notifier(dialog_id=dialog_id)
     notifier(task_context())  # does not raise
     assert notifier.message_id is None
-    lines = [line for line in logs().splitlines() if "notification to" in line]
+    lines = notifier_lines(caplog, capsys)
     assert len(lines) == 1, lines
     assert "not sent" in lines[0]
     assert expected in lines[0]
@@ -192,14 +221,14 @@ def test_a_refused_notification_is_one_log_line_and_no_exception(sandbox, monkey
         assert "add the 'im' scope" in lines[0]
 
 
-def test_a_dead_portal_costs_seconds_and_raises_nothing(dead_portal, logs):
+def test_a_dead_portal_costs_seconds_and_raises_nothing(dead_portal, caplog, capsys):
     import time
 
     notifier = Bitrix24Notifier(dialog_id=GROUP)
     started = time.monotonic()
     notifier(task_context())
     assert time.monotonic() - started < 10
-    (line,) = [line for line in logs().splitlines() if "notification to" in line]
+    (line,) = notifier_lines(caplog, capsys)
     assert "not sent: CONNECTION_FAILED" in line
 
 

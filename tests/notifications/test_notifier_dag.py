@@ -5,6 +5,7 @@ posts exactly the expected messages into the chat, and a dead portal leaves ever
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import socket
 from urllib.parse import quote, urlsplit
@@ -14,6 +15,7 @@ from tests.helpers import run_dag, set_conn
 
 DAG_ID = "example_bitrix24_notifier"
 BASE_URL = "http://airflow.example:8080"
+AIRFLOW_3 = int(importlib.metadata.version("apache-airflow").split(".")[0]) >= 3
 
 
 def _new_messages(sandbox, before: int) -> list[str]:
@@ -31,9 +33,23 @@ def _run_id() -> str:
 
 
 def _links(run_id: str, try_number: int) -> str:
-    run = f"{BASE_URL}/dags/{DAG_ID}/runs/{quote(run_id, safe='')}"
-    log = f"{BASE_URL}/dags/{DAG_ID}/runs/{quote(run_id)}/tasks/flaky?try_number={try_number}"
+    """The links the message must end with: to Airflow's own task-log URL (``ti.log_url``) and the run's page."""
+    if AIRFLOW_3:
+        run = f"{BASE_URL}/dags/{DAG_ID}/runs/{quote(run_id, safe='')}"
+        log = f"{BASE_URL}/dags/{DAG_ID}/runs/{quote(run_id)}/tasks/flaky?try_number={try_number}"
+    else:  # Airflow 2's grid view; its log URL names the run and the task, not the try
+        run = f"{BASE_URL}/dags/{DAG_ID}/grid?dag_run_id={quote(run_id, safe='')}"
+        log = _airflow2_log_url(run_id)
     return f"[URL={log}]Task log[/URL] | [URL={run}]DAG run[/URL]"
+
+
+def _airflow2_log_url(run_id: str) -> str:
+    from airflow.models import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        ti = session.query(TaskInstance).filter_by(dag_id=DAG_ID, run_id=run_id, task_id="flaky").one()
+        return str(ti.log_url)
 
 
 def test_a_retry_then_success_posts_the_retry_alert_and_the_dag_message(sandbox, webhook_conn, airflow_db, monkeypatch):
