@@ -221,6 +221,14 @@ def test_a_refused_notification_is_one_log_line_and_no_exception(
         assert "add the 'im' scope" in lines[0]
 
 
+def test_a_template_that_cannot_render_is_one_log_line_and_no_request(sandbox, webhook_conn, caplog, capsys):
+    notifier = Bitrix24Notifier(dialog_id=GROUP, text="{{ nothing.here }}")
+    notifier(task_context())  # does not raise
+    (line,) = notifier_lines(caplog, capsys)
+    assert "not sent: ValueError: text, dialog_id or bitrix24_conn_id: the template could not be rendered" in line
+    assert sandbox.stats()["requests"] == 0
+
+
 def test_a_dead_portal_costs_seconds_and_raises_nothing(dead_portal, caplog, capsys):
     import time
 
