@@ -83,3 +83,35 @@ def test_unknown_method_inside_a_batch_fails_only_its_command(api, portal):
     )
     assert result["result_error"]["a"]["error"] == "ERROR_METHOD_NOT_FOUND"
     assert isinstance(result["result"]["b"], int)
+
+
+def test_every_posted_message_goes_through_the_one_message_path(api, portal, monkeypatch):
+    from airflow_provider_bitrix24.sandbox.state import PortalState
+
+    seen: list[tuple[int | None, int | None, str]] = []
+    original = PortalState.add_message
+
+    def spy(self, session_id, author_id, text, *args, **kwargs):
+        seen.append((session_id, kwargs.get("chat_id"), text))
+        return original(self, session_id, author_id, text, *args, **kwargs)
+
+    monkeypatch.setattr(PortalState, "add_message", spy)
+    api.ok("im.message.add", {"DIALOG_ID": f"chat{SEED.group_chat_id}", "MESSAGE": "group"})
+    api.ok("im.message.add", {"DIALOG_ID": f"chat{SEED.support_chat_id}", "MESSAGE": "line"})
+    api.ok("im.message.add", {"DIALOG_ID": str(SEED.limited_user_id), "MESSAGE": "private"})
+    assert [(s, t) for s, _, t in seen] == [(None, "group"), (None, "line"), (None, "private")]
+    assert seen[0][1] == SEED.group_chat_id
+    assert seen[1][1] == SEED.support_chat_id
+
+
+def test_add_message_to_a_chat_picks_its_current_session_or_none(portal):
+    state = portal.engine.state
+    with state.lock:
+        into_line = state.add_message(None, SEED.webhook_user_id, "a", chat_id=SEED.support_chat_id)
+        into_group = state.add_message(None, SEED.webhook_user_id, "b", chat_id=SEED.group_chat_id)
+        into_sessionless_line = state.add_message(None, SEED.webhook_user_id, "c", chat_id=SEED.no_session_chat_id)
+        with pytest.raises(KeyError, match="chat 99999"):
+            state.add_message(None, SEED.webhook_user_id, "d", chat_id=99999)
+    assert into_line.session_id == SEED.support_latest_session_id
+    assert into_group.session_id is None
+    assert into_sessionless_line.session_id is None
