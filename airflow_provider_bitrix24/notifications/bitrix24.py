@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -273,14 +272,18 @@ class Bitrix24Notifier(BaseNotifier):
         if error is not None:
             raise ValueError(f"text, dialog_id or bitrix24_conn_id: the template could not be rendered: {error}")
 
-    @cached_property
+    @property
     def hook(self) -> Bitrix24Hook:
+        """The hook of the (rendered) connection, built once per connection id."""
         from airflow_provider_bitrix24.client.retry import RetryPolicy
         from airflow_provider_bitrix24.hooks.bitrix24 import Bitrix24Hook
 
-        # Short retries: a callback must not hold the worker, the DAG processor or the triggerer for minutes.
-        policy = RetryPolicy(max_retries=2, base_delay=0.5, max_delay=2.0, max_total_wait=5.0)
-        return Bitrix24Hook(bitrix24_conn_id=self.bitrix24_conn_id, retry_policy=policy)
+        hook = self.__dict__.get("_hook")
+        if hook is None or hook.bitrix24_conn_id != self.bitrix24_conn_id:
+            # Short retries: a callback must not hold the worker, the DAG processor or the triggerer for minutes.
+            policy = RetryPolicy(max_retries=2, base_delay=0.5, max_delay=2.0, max_total_wait=5.0)
+            hook = self.__dict__["_hook"] = Bitrix24Hook(bitrix24_conn_id=self.bitrix24_conn_id, retry_policy=policy)
+        return hook
 
     def build_params(self, context: Mapping[str, Any], secrets: Iterable[str] = ()) -> dict[str, Any]:
         """The ``im.message.add`` parameters for ``context``: checked, scrubbed of secrets, cut to the limit."""

@@ -291,3 +291,13 @@ def test_no_secret_in_the_log_when_the_portal_is_down(dead_portal, masked, logs)
     assert "not sent" in output
     assert masked not in output
     assert WEBHOOK_CODE not in output
+
+
+def test_a_templated_connection_id_is_used_as_rendered_on_each_call(sandbox, monkeypatch):
+    set_conn(monkeypatch, "b24_live", sandbox.airflow_conn_json("webhook"))
+    set_conn(monkeypatch, "b24_limited", sandbox.airflow_conn_json("limited"))
+    notifier = Bitrix24Notifier(dialog_id=GROUP, text="hi", bitrix24_conn_id="{{ params.conn }}")
+    notifier(task_context(params={"conn": "b24_live"}))
+    assert notifier.message_id is not None
+    notifier(task_context(params={"conn": "b24_limited"}))
+    assert notifier.message_id is None  # the limited webhook has no im scope
