@@ -22,7 +22,8 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "hooks": [{"integration-name": INTEGRATION, "python-modules": ["airflow_provider_bitrix24.hooks.bitrix24"]}],
         "operators": [
-            {"integration-name": INTEGRATION, "python-modules": ["airflow_provider_bitrix24.operators.quick_answer"]}
+            {"integration-name": INTEGRATION, "python-modules": ["airflow_provider_bitrix24.operators.quick_answer"]},
+            {"integration-name": INTEGRATION, "python-modules": ["airflow_provider_bitrix24.operators.bitrix24"]},
         ],
         "sensors": [
             {"integration-name": INTEGRATION, "python-modules": ["airflow_provider_bitrix24.sensors.session_history"]}
@@ -30,6 +31,7 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {"integration-name": INTEGRATION, "python-modules": ["airflow_provider_bitrix24.triggers.session_history"]}
         ],
+        "notifications": ["airflow_provider_bitrix24.notifications.bitrix24.Bitrix24Notifier"],
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_bitrix24.hooks.bitrix24.Bitrix24Hook",

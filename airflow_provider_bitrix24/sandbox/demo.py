@@ -51,6 +51,8 @@ DEMO_DAGS: list[tuple[str, Callable[[SandboxPortal], None]]] = [
     ("example_bitrix24_quick_answer_list", _no_setup),
     ("example_bitrix24_session_sensor", _conversation),
     ("example_bitrix24_taskflow", _no_setup),
+    ("example_bitrix24_notifier", _no_setup),
+    ("example_bitrix24_generic", _no_setup),
 ]
 
 
@@ -104,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Quick answers on the portal: {len(answers)}")
         for answer in answers[:10]:
             print(f"  #{answer['id']} from message {answer['message_id']}: {answer['name'][:60]!r}")
+        alerts = portal.chat_messages(1900)[2:]
+        print(f"Messages posted into chat 1900 (Support team): {len(alerts)}")
+        for message in alerts[:10]:
+            print(f"  #{message['id']}: {message['text'].splitlines()[0][:80]!r}")
         if failed:
             print(f"Demo failed: {', '.join(failed)}")
             return 1

@@ -640,6 +640,16 @@ class SandboxPortal:
         with state.lock:
             state.add_message(session_id, author_id, text, message_id=message_id)
 
+    def chat_messages(self, chat_id: int) -> list[dict[str, Any]]:
+        """
+        Every message of a chat, oldest first (e.g. what ``im.message.add`` posted into a group chat).
+
+        :raises LookupError: for an unknown chat.
+        """
+        from airflow_provider_bitrix24.sandbox.im import chat_messages
+
+        return chat_messages(self.engine.state, chat_id)
+
     def chat_of_session(self, session_id: int) -> int:
         state = self.engine.state
         with state.lock:

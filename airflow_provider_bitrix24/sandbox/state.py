@@ -497,23 +497,40 @@ class PortalState:
         return answer_id
 
     def add_message(
-        self, session_id: int, author_id: int, text: str, message_id: int | None = None, date: float | None = None
+        self,
+        session_id: int | None,
+        author_id: int,
+        text: str,
+        message_id: int | None = None,
+        date: float | None = None,
+        *,
+        chat_id: int | None = None,
     ) -> Message:
         """
-        Append a message to a session (the author joins the chat if needed).
+        Append a message to a session, or, with ``session_id=None``, to the chat ``chat_id``: an open-line chat's
+        current session, or no session for a chat without any (group and private chats). The author joins the
+        chat if needed.
 
-        :raises KeyError: for an unknown session or author.
+        :raises KeyError: for an unknown session, chat or author.
         """
-        session = self.sessions.get(session_id)
-        if session is None:
-            raise KeyError(f"session {session_id} does not exist")
+        session: Session | None
+        if session_id is None:
+            found = self.chats.get(chat_id) if chat_id is not None else None
+            if found is None:
+                raise KeyError(f"chat {chat_id} does not exist")
+            session = self.latest_session(found)
+        else:
+            session = self.sessions.get(session_id)
+            if session is None:
+                raise KeyError(f"session {session_id} does not exist")
+            found = self.chats[session.chat_id]
         if author_id != 0 and author_id not in self.users:
             raise KeyError(f"user {author_id} does not exist")
-        chat = self.chats[session.chat_id]
+        chat = found
         message = Message(
             self.reserve_message_id() if message_id is None else message_id,
             chat.id,
-            session.id,
+            session.id if session is not None else None,
             author_id,
             time.time() if date is None else date,
             text,
