@@ -31,6 +31,8 @@ REQUIRED_IN_WHEEL = [
     f"{PACKAGE}/get_provider_info.py",
     f"{PACKAGE}/hooks/bitrix24.py",
     f"{PACKAGE}/operators/quick_answer.py",
+    f"{PACKAGE}/operators/bitrix24.py",
+    f"{PACKAGE}/notifications/bitrix24.py",
     f"{PACKAGE}/sensors/session_history.py",
     f"{PACKAGE}/triggers/session_history.py",
     f"{PACKAGE}/client/core.py",

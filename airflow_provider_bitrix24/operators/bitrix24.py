@@ -43,9 +43,17 @@ def run_batch(hook: Bitrix24Hook, commands: Commands, halt: bool) -> dict[str, d
     ``{"results": {key: result}, "errors": {key: {"code", "description", "retryable"}}}``, keys in input order.
 
     A failure of a whole request that the client's retries did not overcome (the portal down, the credential
-    refused) raises that error, as the client's batch does.
+    refused) raises :class:`~airflow_provider_bitrix24.client.errors.Bitrix24BatchError`, which carries every
+    command's outcome (:func:`split_outcome` reads it).
     """
-    items: list[BatchItem] = hook.call_batch(commands, halt=halt)
+    return split_outcome(hook.call_batch(commands, halt=halt))
+
+
+def split_outcome(items: Sequence[BatchItem], outcomes: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """
+    Results and errors of batch items apart; with ``outcomes`` (a run that a failed request ended), also each
+    command's ``done`` / ``failed`` / ``unknown`` (sent, no answer: the portal may have run it) / ``not_sent``.
+    """
     results: dict[str, Any] = {}
     errors: dict[str, dict[str, Any]] = {}
     for item in items:
@@ -57,7 +65,10 @@ def run_batch(hook: Bitrix24Hook, commands: Commands, halt: bool) -> dict[str, d
                 "description": item.error.description,
                 "retryable": item.error.retryable,
             }
-    return {"results": results, "errors": errors}
+    split: dict[str, dict[str, Any]] = {"results": results, "errors": errors}
+    if outcomes is not None:
+        split["outcomes"] = dict(outcomes)
+    return split
 
 
 def _structure(value: Any, name: str) -> Any:
@@ -228,8 +239,15 @@ class Bitrix24Operator(BaseOperator):
 
     def _execute_batch(self, context: Context, commands: Commands) -> dict[str, Any]:
         self.log.info("Sending %d command(s) through batch", len(commands))
+        from airflow_provider_bitrix24.client.errors import Bitrix24BatchError
+
         try:
             outcome = run_batch(self.hook, commands, self.halt)
+        except Bitrix24BatchError as exc:
+            # A request failed for good: what the portal already did is pushed before the task fails, so that
+            # whoever retries methods that are not idempotent (crm.lead.add...) can send only what was not done.
+            context["ti"].xcom_push(key=OUTCOME_KEY, value=split_outcome(exc.items, exc.outcomes))
+            self._raise(exc)
         except Exception as exc:
             self._raise(exc)
         errors = outcome["errors"]

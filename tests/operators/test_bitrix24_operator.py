@@ -182,3 +182,27 @@ def test_a_batch_whose_requests_fail_is_classified_like_one_call(sandbox, monkey
     )
     with pytest.raises(AirflowFailException, match=r"NO_AUTH_FOUND|INVALID_CREDENTIALS"):
         run(commands=["profile", "scope"])
+
+
+def test_a_request_failing_for_good_pushes_what_the_portal_already_did(sandbox, monkeypatch):
+    """Commands that are not idempotent must not run twice: the outcome of every command reaches XCom first."""
+    import json
+
+    conn = json.loads(sandbox.airflow_conn_json("webhook"))
+    conn["extra"] = {**conn.get("extra", {}), "max_retries": 0, "rate_limit": {"burst": 1, "per_second": 20}}
+    monkeypatch.setenv("AIRFLOW_CONN_BITRIX24_DEFAULT", json.dumps(conn))
+    sandbox.inject_fault("batch", "slow", count=1, delay=0.01)  # the first request is answered
+    sandbox.inject_fault("batch", "error", count=1, error="INVALID_CREDENTIALS")  # the second is refused for good
+    commands = [("im.message.add", {"DIALOG_ID": GROUP, "MESSAGE": f"lead {i}"}) for i in range(150)]
+    ti = FakeTI()
+    with pytest.raises(AirflowFailException, match=r"150 command\(s\): 50 done, 50 failed, 0 sent without an answer"):
+        Bitrix24Operator(task_id="call", commands=commands).execute({"ti": ti})  # type: ignore[arg-type]
+    outcome = ti.pushed[OUTCOME_KEY]
+    keys = [str(i) for i in range(150)]
+    assert list(outcome["results"]) == keys[:50]
+    assert [k for k in keys if outcome["outcomes"][k] == "done"] == keys[:50]
+    assert [k for k in keys if outcome["outcomes"][k] == "failed"] == keys[50:100]
+    assert [k for k in keys if outcome["outcomes"][k] == "not_sent"] == keys[100:]
+    assert {outcome["errors"][k]["code"] for k in keys[100:]} == {"NOT_EXECUTED"}
+    posted = [m["text"] for m in sandbox.chat_messages(SEED.group_chat_id)]
+    assert sorted(t for t in posted if t.startswith("lead ")) == sorted(f"lead {i}" for i in range(50))
