@@ -361,14 +361,3 @@ def get_poller(key: str, client_factory: ClientFactory) -> SessionPoller:
     if poller is None:
         poller = _pollers[(loop, key)] = SessionPoller(key, client_factory)
     return poller
-
-
-def error_fields(err: Bitrix24Error) -> dict[str, Any]:
-    """The fields of a client error, JSON-safe, to carry in a trigger event."""
-    return {
-        "code": err.code,
-        "description": err.description,
-        "http_status": err.status,
-        "method": err.method,
-        "retryable": err.retryable,
-    }
