@@ -38,7 +38,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from airflow_provider_bitrix24.client.coerce import show
-from airflow_provider_bitrix24.client.core import BatchItem, Command, Engine, Flow, Sleep, Stopped
+from airflow_provider_bitrix24.client.core import Engine, Flow, Sleep, Stopped
 from airflow_provider_bitrix24.client.errors import (
     Bitrix24ApiError,
     Bitrix24AuthError,
@@ -53,7 +53,7 @@ from airflow_provider_bitrix24.client.errors import (
 )
 from airflow_provider_bitrix24.client.limits import OPERATING_LIMIT, shared_budget
 from airflow_provider_bitrix24.client.retry import is_overload
-from airflow_provider_bitrix24.client.wire import BATCH_LIMIT, split_batches
+from airflow_provider_bitrix24.client.wire import BATCH_LIMIT, BatchItem, Command, split_batches
 
 #: Upper bound of requests in flight from one run, whatever the bucket's burst (threads are not free).
 MAX_IN_FLIGHT: Final = 64

@@ -20,9 +20,9 @@ from airflow_provider_bitrix24.version_compat import supervisor_comms as _superv
 
 if TYPE_CHECKING:
     from airflow_provider_bitrix24.client import AsyncBitrix24Client, BatchItem, Bitrix24Client, PortalConfig
-    from airflow_provider_bitrix24.client.core import Command
     from airflow_provider_bitrix24.client.limits import Limiter
     from airflow_provider_bitrix24.client.pipeline import BatchOptions, Progress
+    from airflow_provider_bitrix24.client.wire import Command
 
 __all__ = [
     "LEGACY_VARIABLE_PREFIX",

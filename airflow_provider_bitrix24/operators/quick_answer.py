@@ -15,8 +15,8 @@ from airflow_provider_bitrix24.validation import burst_share, positive_int
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
-    from airflow_provider_bitrix24.client.core import BatchItem
     from airflow_provider_bitrix24.client.pipeline import Progress
+    from airflow_provider_bitrix24.client.wire import BatchItem
     from airflow_provider_bitrix24.hooks.bitrix24 import Bitrix24Hook
 
 METHOD = "imopenlines.message.quick.save"

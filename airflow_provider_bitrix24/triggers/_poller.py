@@ -47,8 +47,8 @@ from airflow_provider_bitrix24.history import (
 
 if TYPE_CHECKING:
     from airflow_provider_bitrix24.client.aio import AsyncBitrix24Client
-    from airflow_provider_bitrix24.client.core import BatchItem
     from airflow_provider_bitrix24.client.errors import Bitrix24Error
+    from airflow_provider_bitrix24.client.wire import BatchItem
 
 #: Commands per ``batch`` request (the portal's maximum).
 BATCH_SIZE: Final = BATCH_LIMIT
