@@ -32,3 +32,23 @@ def positive_int(value: Any, name: str) -> int:
     if problem is not None:
         raise AirflowFailException(f"{name}: {show(value)} {problem}")
     return number
+
+
+def burst_share(value: Any, name: str) -> float | None:
+    """
+    Return ``value`` as a share of the portal bucket's burst (a number above 0, at most 1), ``None`` for the whole
+    burst, or fail the task naming the parameter and the value. Numeric strings (what Jinja renders) are read.
+    """
+    if value is None:
+        return None
+    number: float | None = None
+    if not isinstance(value, bool):
+        try:
+            number = float(value.strip()) if isinstance(value, str) else float(value)
+        except (TypeError, ValueError, OverflowError):
+            number = None
+    if number is None or not 0 < number <= 1:
+        raise AirflowFailException(
+            f"{name}: {show(value)} is not a share of the burst: give a number above 0, at most 1"
+        )
+    return number

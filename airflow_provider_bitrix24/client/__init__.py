@@ -42,6 +42,7 @@ from airflow_provider_bitrix24.client.errors import (
 )
 from airflow_provider_bitrix24.client.limits import Limiter, LocalLimiter
 from airflow_provider_bitrix24.client.oauth import MemoryTokenStore, TokenPair, TokenStore
+from airflow_provider_bitrix24.client.pipeline import BatchOptions
 from airflow_provider_bitrix24.client.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ __all__ = [
     "BATCH_LIMIT",
     "AsyncBitrix24Client",
     "BatchItem",
+    "BatchOptions",
     "Bitrix24ApiError",
     "Bitrix24AuthError",
     "Bitrix24BatchError",

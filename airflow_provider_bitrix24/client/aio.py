@@ -47,7 +47,14 @@ from airflow_provider_bitrix24.client.oauth import (
     Wait,
     token_store_error,
 )
-from airflow_provider_bitrix24.client.pipeline import MAX_IN_FLIGHT, BatchRun, Job, Progress
+from airflow_provider_bitrix24.client.pipeline import (
+    MAX_IN_FLIGHT,
+    BatchOptions,
+    BatchRun,
+    Job,
+    Progress,
+    batch_options,
+)
 from airflow_provider_bitrix24.client.transport import LibraryErrors, answer, map_failure, too_large
 
 #: Bodies larger than this are decoded in a worker thread, off the event loop.
@@ -266,6 +273,7 @@ class AsyncBitrix24Client:
         self,
         commands: Sequence[Command] | Mapping[str, Command],
         *,
+        options: BatchOptions | None = None,
         halt: bool = False,
         stop_codes: frozenset[str] = frozenset(),
         on_progress: Callable[[Progress], None] | None = None,
@@ -273,19 +281,12 @@ class AsyncBitrix24Client:
     ) -> list[BatchItem]:
         """
         Run commands through ``batch`` (any number, 50 per request, several requests in flight as the portal
-        allows); one :class:`BatchItem` per command, in input order. ``spread``: as
-        :meth:`Bitrix24Client.batch <airflow_provider_bitrix24.client.sync.Bitrix24Client.batch>`.
+        allows); one :class:`BatchItem` per command, in input order. ``options``,
+        ``spread`` and the rest: as :meth:`Bitrix24Client.batch <airflow_provider_bitrix24.client.sync.Bitrix24Client.batch>`.
         """
-        headroom = await self.engine.limiter.aheadroom() if spread else None
-        run = BatchRun(
-            self.engine,
-            commands,
-            halt=halt,
-            stop_codes=stop_codes,
-            on_progress=on_progress,
-            spread=spread,
-            headroom=headroom,
-        )
+        opts = batch_options(options, halt=halt, stop_codes=stop_codes, on_progress=on_progress, spread=spread)
+        headroom = await self.engine.limiter.aheadroom() if opts.spread else None
+        run = BatchRun(self.engine, commands, opts, headroom=headroom)
         tasks: dict[asyncio.Task[tuple[Any, float]], Job] = {}
         try:
             while not run.done:

@@ -19,8 +19,12 @@ pipelined run, driven by the sync client (threads) and the async client (tasks) 
   then the bucket, not the portal's speed, sets the pace);
 * the method's operating-time budget is paced (:class:`~airflow_provider_bitrix24.client.limits.ProcessingBudget`):
   once this process has spent most of it, requests wait so that the portal never blocks the method for minutes;
+* with ``max_burst_share``, a run keeps at most that share of the bucket's burst in flight at once (and ``spread``
+  cuts it over no more requests than that), leaving the rest of the burst to other callers of the portal;
 * results come back in input order, and an error from ``stop_codes`` (an error about the chat or the credential,
   which every other command would meet too) stops sending new requests at once.
+
+The options of a run travel as one :class:`BatchOptions` from the hook through the drivers to :class:`BatchRun`.
 """
 
 from __future__ import annotations
@@ -30,10 +34,11 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Final
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
 
-from airflow_provider_bitrix24.client.core import BATCH_LIMIT, BatchItem, Command, Engine, Flow, Sleep, Stopped
+from airflow_provider_bitrix24.client.coerce import show
+from airflow_provider_bitrix24.client.core import Engine, Flow, Sleep, Stopped
 from airflow_provider_bitrix24.client.errors import (
     Bitrix24ApiError,
     Bitrix24AuthError,
@@ -44,10 +49,11 @@ from airflow_provider_bitrix24.client.errors import (
     Bitrix24PermissionError,
     Bitrix24RateLimitError,
     Bitrix24RequestError,
-    Bitrix24ServerError,
     batch_error,
 )
 from airflow_provider_bitrix24.client.limits import OPERATING_LIMIT, shared_budget
+from airflow_provider_bitrix24.client.retry import is_overload
+from airflow_provider_bitrix24.client.wire import BATCH_LIMIT, BatchItem, Command, split_batches
 
 #: Upper bound of requests in flight from one run, whatever the bucket's burst (threads are not free).
 MAX_IN_FLIGHT: Final = 64
@@ -134,6 +140,57 @@ class Progress:
     items: list[BatchItem] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class BatchOptions:
+    """
+    How one run of many commands through ``batch`` behaves; passed whole from the hook through the drivers to
+    :class:`BatchRun`.
+
+    :param halt: Stop at the first failing command (one request at a time).
+    :param stop_codes: Error codes after which no new request is sent (unsent commands: ``NOT_EXECUTED``).
+    :param on_progress: Called after each finished request.
+    :param spread: Cut the run into requests of equal size over the requests that may go at once (at least
+        :data:`SPREAD_FLOOR` commands each) instead of 50 per request. Ignored with ``halt``, for runs of at most 50
+        commands (one request), and when a command refers to another one's outcome (references resolve only within
+        one request).
+    :param max_burst_share: The share of the portal bucket's burst (above 0, at most 1) the run may have in flight
+        at once: at most ``floor(burst x share)`` requests (at least one), and ``spread`` cuts the run over no more
+        than that. ``None``: the whole burst (up to :data:`MAX_IN_FLIGHT`).
+    """
+
+    halt: bool = False
+    stop_codes: frozenset[str] = frozenset()
+    on_progress: Callable[[Progress], None] | None = None
+    spread: bool = False
+    max_burst_share: float | None = None
+
+    def __post_init__(self) -> None:
+        share = self.max_burst_share
+        if share is not None and (isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share <= 1):
+            raise ValueError(f"max_burst_share: {show(share)} is not a share of the burst (above 0, at most 1)")
+
+    def in_flight_cap(self, burst: int) -> int:
+        """The most requests of a run in flight at once, for a bucket of ``burst``."""
+        cap = min(MAX_IN_FLIGHT, max(1, burst))
+        if self.max_burst_share is not None:
+            cap = min(cap, max(1, math.floor(burst * self.max_burst_share)))
+        return 1 if self.halt else cap
+
+
+_DEFAULTS: Final = BatchOptions()
+
+
+def batch_options(options: BatchOptions | None = None, **legacy: Any) -> BatchOptions:
+    """
+    The options of a run: ``options`` (the defaults when ``None``), with the keyword arguments of the methods'
+    earlier signatures (``halt=``, ``stop_codes=``, ``on_progress=``, ``spread=``) laid over it where they differ
+    from their defaults.
+    """
+    base = options if options is not None else _DEFAULTS
+    changes = {name: value for name, value in legacy.items() if value != getattr(_DEFAULTS, name)}
+    return replace(base, **changes) if changes else base
+
+
 class BatchRun:
     """
     The plan of one pipelined run of many commands through ``batch``.
@@ -145,14 +202,9 @@ class BatchRun:
 
     :param engine: The portal's engine.
     :param commands: ``(method, params)`` commands, as a list (keys are positions) or a mapping of keys.
-    :param halt: Stop at the first failing command (one request at a time).
-    :param stop_codes: Error codes after which no new request is sent.
-    :param on_progress: Called after each finished request.
-    :param window: The in-flight cap; a new one sized to the portal's burst by default.
-    :param spread: Cut the run into requests of equal size over the requests that may go at once (at least
-        :data:`SPREAD_FLOOR` commands each) instead of 50 per request. Ignored with ``halt``, for runs of at most 50
-        commands (one request), and when a command refers to another one's outcome (references resolve only within
-        one request).
+    :param options: The run's :class:`BatchOptions`; ``halt``, ``stop_codes``, ``on_progress`` and ``spread`` may
+        still be given as keyword arguments, as before (they override ``options``).
+    :param window: The in-flight cap; a new one sized to the portal's burst (and ``max_burst_share``) by default.
     :param headroom: How many requests the portal's bucket lets go right now (the limiter's ``headroom()``); with
         ``spread``, the run is not cut into more requests than that.
     """
@@ -161,6 +213,7 @@ class BatchRun:
         self,
         engine: Engine,
         commands: Sequence[Command] | Mapping[str, Command],
+        options: BatchOptions | None = None,
         *,
         halt: bool = False,
         stop_codes: frozenset[str] = frozenset(),
@@ -171,6 +224,8 @@ class BatchRun:
         headroom: int | None = None,
     ) -> None:
         self.engine = engine
+        options = batch_options(options, halt=halt, stop_codes=stop_codes, on_progress=on_progress, spread=spread)
+        self.options = options
         items = list(commands.items()) if isinstance(commands, Mapping) else list(enumerate(commands))
         self.entries: list[tuple[str, Command]] = []
         seen: set[str] = set()
@@ -181,23 +236,25 @@ class BatchRun:
                 raise ValueError(f"batch command key {str(key)!r} is used twice")
             seen.add(str(key))
             self.entries.append((str(key), cmd))
-        self.halt = halt
-        self.stop_codes = stop_codes
-        self.on_progress = on_progress
-        ceiling = 1 if halt else min(MAX_IN_FLIGHT, engine.config.rate_limit.burst)
-        self.window = window or AdaptiveWindow(ceiling)
+        self.halt = halt = options.halt
+        self.stop_codes = options.stop_codes
+        self.on_progress = options.on_progress
+        self.window = window or AdaptiveWindow(options.in_flight_cap(engine.config.rate_limit.burst))
         self._clock = clock
         self.chunk = BATCH_LIMIT
-        if spread and not halt and len(self.entries) > BATCH_LIMIT and not any(_refers(c) for _, c in self.entries):
+        if (
+            options.spread
+            and not halt
+            and len(self.entries) > BATCH_LIMIT
+            and not any(_refers(c) for _, c in self.entries)
+        ):
             room = self.window.size if headroom is None else max(1, min(self.window.size, headroom))
             self.chunk = min(BATCH_LIMIT, max(SPREAD_FLOOR, math.ceil(len(self.entries) / room)))
         #: The methods of the run, as the caller spelled them.
         self.methods = frozenset(cmd[0] for _, cmd in self.entries)
         lowered = {method.lower() for method in self.methods}
         self.budget = shared_budget(engine.config, lowered.pop()) if len(lowered) == 1 else None
-        self._queue: deque[_Pending] = deque(
-            _Pending(Job(self.entries[i : i + self.chunk])) for i in range(0, len(self.entries), self.chunk)
-        )
+        self._queue: deque[_Pending] = deque(_Pending(Job(part)) for part in split_batches(self.entries, self.chunk))
         self._results: dict[str, BatchItem] = {}
         self._ok = 0
         self._waited: dict[str, float] = {}
@@ -269,7 +326,7 @@ class BatchRun:
         if isinstance(outcome, Stopped):
             return
         if isinstance(outcome, BaseException):
-            if isinstance(outcome, Bitrix24RateLimitError | Bitrix24OperationTimeLimitError | Bitrix24ServerError):
+            if is_overload(outcome):
                 self.window.on_overload(seconds)
             if self.fatal is None:
                 self.fatal = outcome
@@ -298,9 +355,7 @@ class BatchRun:
                     item = BatchItem(key, cmd[0], error=self.engine.blocked_error(cmd[0], error.unblocks_at))
                     error = item.error
                 if pause is not None:
-                    overloaded = overloaded or isinstance(
-                        error, Bitrix24RateLimitError | Bitrix24OperationTimeLimitError | Bitrix24ServerError
-                    )
+                    overloaded = overloaded or (error is not None and is_overload(error))
                     self._waited[key] = self._waited.get(key, 0.0) + pause
                     delay = max(delay, pause)
                     retry.append((key, cmd))
@@ -336,8 +391,8 @@ class BatchRun:
             job.attempt = max(job.attempt, attempt)
             pending.not_before = max(pending.not_before, not_before)
             entries = entries[room:]
-        for start in range(0, len(entries), BATCH_LIMIT):
-            self._queue.append(_Pending(Job(entries[start : start + BATCH_LIMIT], attempt=attempt), not_before))
+        for part in split_batches(entries):
+            self._queue.append(_Pending(Job(part, attempt=attempt), not_before))
 
     def results(self) -> list[BatchItem]:
         """

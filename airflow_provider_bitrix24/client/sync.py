@@ -41,7 +41,14 @@ from airflow_provider_bitrix24.client.oauth import (
     Wait,
     token_store_error,
 )
-from airflow_provider_bitrix24.client.pipeline import MAX_IN_FLIGHT, BatchRun, Job, Progress
+from airflow_provider_bitrix24.client.pipeline import (
+    MAX_IN_FLIGHT,
+    BatchOptions,
+    BatchRun,
+    Job,
+    Progress,
+    batch_options,
+)
 from airflow_provider_bitrix24.client.transport import LibraryErrors, answer, map_failure, too_large
 
 _CHUNK = 64 * 1024
@@ -312,6 +319,7 @@ class Bitrix24Client:
         self,
         commands: Sequence[Command] | Mapping[str, Command],
         *,
+        options: BatchOptions | None = None,
         halt: bool = False,
         stop_codes: frozenset[str] = frozenset(),
         on_progress: Callable[[Progress], None] | None = None,
@@ -321,6 +329,8 @@ class Bitrix24Client:
         Run commands through ``batch`` (any number, 50 per request, several requests in flight as the portal
         allows); one :class:`BatchItem` per command, in input order.
 
+        :param options: The run's :class:`~airflow_provider_bitrix24.client.pipeline.BatchOptions` (with
+            ``max_burst_share``); the keyword arguments below are laid over it.
         :param halt: Stop at the first failing command.
         :param stop_codes: Error codes after which no new request is sent (unsent commands: ``NOT_EXECUTED``).
         :param on_progress: Called after each finished request.
@@ -328,16 +338,9 @@ class Bitrix24Client:
             (faster on a real portal, whose processing time grows with each request's commands); ignored when a
             command refers to another one's outcome.
         """
-        headroom = self.engine.limiter.headroom() if spread else None
-        run = BatchRun(
-            self.engine,
-            commands,
-            halt=halt,
-            stop_codes=stop_codes,
-            on_progress=on_progress,
-            spread=spread,
-            headroom=headroom,
-        )
+        opts = batch_options(options, halt=halt, stop_codes=stop_codes, on_progress=on_progress, spread=spread)
+        headroom = self.engine.limiter.headroom() if opts.spread else None
+        run = BatchRun(self.engine, commands, opts, headroom=headroom)
         if run.window.ceiling == 1 or len(run.entries) <= 50:
             self._run_inline(run)
         else:

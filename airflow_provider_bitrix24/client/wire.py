@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from urllib.parse import urlencode
 
 from airflow_provider_bitrix24.client.coerce import as_int, as_seconds
@@ -29,6 +29,7 @@ from airflow_provider_bitrix24.client.errors import (
 from airflow_provider_bitrix24.client.limits import OPERATING_LIMIT, UNKNOWN_BLOCK, Limiter
 from airflow_provider_bitrix24.client.redaction import redact
 
+_Entry = TypeVar("_Entry")
 #: Most commands one ``batch`` request may carry.
 BATCH_LIMIT: Final = 50
 USER_AGENT: Final = "airflow-provider-bitrix24"
@@ -269,10 +270,10 @@ def check_method(method: Any) -> None:
 # --------------------------------------------------------------------------- batch requests
 
 
-def split_batches(entries: Sequence[tuple[str, Command]], size: int = BATCH_LIMIT) -> list[list[tuple[str, Command]]]:
+def split_batches(entries: Sequence[_Entry], size: int = BATCH_LIMIT) -> list[list[_Entry]]:
     """
-    Where a run of keyed commands is split into ``batch`` requests: consecutive slices of ``size`` commands (at
-    most :data:`BATCH_LIMIT`), in input order.
+    Where a run of keyed commands (or of anything that becomes one command each) is split into ``batch``
+    requests: consecutive slices of ``size`` (at most :data:`BATCH_LIMIT`), in input order.
     """
     step = max(1, min(size, BATCH_LIMIT))
     return [list(entries[i : i + step]) for i in range(0, len(entries), step)]

@@ -20,9 +20,9 @@ from airflow_provider_bitrix24.version_compat import supervisor_comms as _superv
 
 if TYPE_CHECKING:
     from airflow_provider_bitrix24.client import AsyncBitrix24Client, BatchItem, Bitrix24Client, PortalConfig
-    from airflow_provider_bitrix24.client.core import Command
     from airflow_provider_bitrix24.client.limits import Limiter
-    from airflow_provider_bitrix24.client.pipeline import Progress
+    from airflow_provider_bitrix24.client.pipeline import BatchOptions, Progress
+    from airflow_provider_bitrix24.client.wire import Command
 
 __all__ = [
     "LEGACY_VARIABLE_PREFIX",
@@ -214,6 +214,7 @@ class Bitrix24Hook(BaseHook):
         self,
         commands: Sequence[Command] | Mapping[str, Command],
         *,
+        options: BatchOptions | None = None,
         halt: bool = False,
         stop_codes: frozenset[str] = frozenset(),
         on_progress: Callable[[Progress], None] | None = None,
@@ -225,6 +226,9 @@ class Bitrix24Hook(BaseHook):
 
         :param commands: A list of ``(method, params)``, or a mapping of your own keys to them; keys reach the
             portal unchanged, so ``$result[key][...]`` references work between commands of one request (50).
+        :param options: A :class:`~airflow_provider_bitrix24.client.BatchOptions` holding all of the options below
+            and ``max_burst_share`` (the share of the portal bucket's burst the run may have in flight at once);
+            the keyword arguments are laid over it.
         :param halt: Stop at the first failing command (requests then go one at a time).
         :param stop_codes: Error codes after which no new request is sent; commands not sent carry
             ``NOT_EXECUTED``.
@@ -243,7 +247,10 @@ class Bitrix24Hook(BaseHook):
             send only ``err.not_sent`` and ``err.failed``, and check the ``err.unknown`` ones on the portal.
         """
         with self._errors():
-            return self.client.batch(commands, halt=halt, stop_codes=stop_codes, on_progress=on_progress, spread=spread)
+            from airflow_provider_bitrix24.client.pipeline import batch_options
+
+            chosen = batch_options(options, halt=halt, stop_codes=stop_codes, on_progress=on_progress, spread=spread)
+            return self.client.batch(commands, options=chosen)
 
     def list_all(self, method: str, params: Mapping[str, Any] | None = None, limit: int | None = None) -> list[Any]:
         """Every row of a list method, following ``next`` (rows wrapped as ``{"tasks": [...]}`` are unwrapped)."""

@@ -9,14 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSkipException, BaseOperator
 
-from airflow_provider_bitrix24.history import show
-from airflow_provider_bitrix24.validation import positive_int
+from airflow_provider_bitrix24.client.coerce import show
+from airflow_provider_bitrix24.validation import burst_share, positive_int
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
-    from airflow_provider_bitrix24.client.core import BatchItem
     from airflow_provider_bitrix24.client.pipeline import Progress
+    from airflow_provider_bitrix24.client.wire import BatchItem
     from airflow_provider_bitrix24.hooks.bitrix24 import Bitrix24Hook
 
 METHOD = "imopenlines.message.quick.save"
@@ -60,9 +60,11 @@ class SaveQuickAnswerOperator(BaseOperator):
     """
     Save open-line chat messages to the portal's quick answers (``imopenlines.message.quick.save``).
 
-    One message is saved with one call; many are sent through ``batch`` requests of up to 50 saves, several in flight
-    at once as the portal's rate limit allows, spread over the requests that may go at once (a real portal processes
-    a request's saves one after another), never the same message in two requests. Duplicated ids are saved once. Messages that cannot be saved (``CANT_SAVE_QUICK_ANSWER``)
+    One message is saved with one call; many are sent through ``batch`` requests, several in flight at once as the
+    portal's rate limit allows, spread over the requests that may go at once (a real portal processes a request's
+    saves one after another, so 1,000 saves go as 50 requests of 20 when the bucket is empty, 10 to 50 saves per
+    request), never the same message in two requests; ``max_burst_share`` bounds how much of the portal's burst
+    one run takes at once. Duplicated ids are saved once. Messages that cannot be saved (``CANT_SAVE_QUICK_ANSWER``)
     do not stop the others: the task saves everything it can, then fails naming them. Errors about the chat or
     the credential fail the task at once, without retries; transient errors that outlast the client's retries
     leave the task to Airflow's ``retries`` (also when other messages failed permanently: the error then names
@@ -76,6 +78,10 @@ class SaveQuickAnswerOperator(BaseOperator):
     :param message_id: One message id, or a list of them: ints, numeric strings, or message dicts with an
         ``"id"`` key, such as the output of ``SessionHistorySensor``. (templated)
     :param bitrix24_conn_id: The Bitrix24 connection. (templated)
+    :param max_burst_share: The share of the portal bucket's burst (above 0, at most 1) the run may have in flight
+        at once, leaving the rest to other tasks and applications on the same portal: at most
+        ``floor(burst x share)`` requests at once (25 of the standard plan's 50 with ``0.5``), and the saves are
+        spread over no more requests than that. ``None`` (default): the whole burst, the fastest run.
     :return: The saved message ids as ints, in input order, without duplicates.
     """
 
@@ -84,12 +90,19 @@ class SaveQuickAnswerOperator(BaseOperator):
     ui_color = "#2fc6f6"
 
     def __init__(
-        self, *, chat_id: int | str, message_id: Any, bitrix24_conn_id: str = "bitrix24_default", **kwargs: Any
+        self,
+        *,
+        chat_id: int | str,
+        message_id: Any,
+        bitrix24_conn_id: str = "bitrix24_default",
+        max_burst_share: float | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.chat_id = chat_id
         self.message_id = message_id
         self.bitrix24_conn_id = bitrix24_conn_id
+        self.max_burst_share = max_burst_share
 
     @cached_property
     def hook(self) -> Bitrix24Hook:
@@ -100,6 +113,7 @@ class SaveQuickAnswerOperator(BaseOperator):
     def execute(self, context: Context) -> list[int]:
         chat_id = positive_int(self.chat_id, "chat_id")
         ids = message_ids(self.message_id)
+        share = burst_share(self.max_burst_share, "max_burst_share")
         if not ids:
             raise AirflowSkipException("Nothing to save: message_id is an empty list.")
         self.log.info("Saving %d message(s) of chat %d as quick answers", len(ids), chat_id)
@@ -110,7 +124,7 @@ class SaveQuickAnswerOperator(BaseOperator):
         if len(ids) == 1:
             self._save_one(chat_id, ids[0])
         else:
-            self._save_many(chat_id, ids)
+            self._save_many(chat_id, ids, share)
         self.log.info("Saved %d message(s) of chat %d as quick answers", len(ids), chat_id)
         return ids
 
@@ -134,8 +148,9 @@ class SaveQuickAnswerOperator(BaseOperator):
                 "edit the line's quick-answer list."
             )
 
-    def _save_many(self, chat_id: int, ids: list[int]) -> None:
+    def _save_many(self, chat_id: int, ids: list[int], share: float | None) -> None:
         from airflow_provider_bitrix24.client.errors import Bitrix24Error
+        from airflow_provider_bitrix24.client.pipeline import BatchOptions
         from airflow_provider_bitrix24.failures import describe, to_airflow
 
         saved = 0
@@ -152,7 +167,10 @@ class SaveQuickAnswerOperator(BaseOperator):
 
         commands = {str(m): (METHOD, {"CHAT_ID": chat_id, "MESSAGE_ID": m}) for m in ids}
         try:
-            items = self.hook.call_batch(commands, stop_codes=CHAT_LEVEL_CODES, on_progress=progress, spread=True)
+            options = BatchOptions(
+                stop_codes=CHAT_LEVEL_CODES, on_progress=progress, spread=True, max_burst_share=share
+            )
+            items = self.hook.call_batch(commands, options=options)
         except Bitrix24Error as err:
             if saved or failed:
                 self.log.warning("Stopped after saving %d/%d: %s", saved, len(ids), err)
@@ -203,9 +221,10 @@ def _reasons(failures: list[tuple[str, str]], limit: int = 20) -> str:
 
 def _hint(items: list[BatchItem]) -> str:
     """The hint of the first permanent error among ``items``, or the one for saves answered other than true."""
-    from airflow_provider_bitrix24.failures import describe
+    from airflow_provider_bitrix24.client.errors import hint
 
     first = next((i.error for i in items if i.error is not None and not i.error.retryable), None)
     if first is None:
         return "the portal answered false: check that the messages exist and the user may edit the list"
-    return describe(first).split(". Hint: ", 1)[-1]
+    what = hint(first.code)
+    return f"{what}." if what else str(first)

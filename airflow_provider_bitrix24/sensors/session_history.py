@@ -398,27 +398,18 @@ class SessionHistorySensor(BaseSensorOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Turn the trigger's event into the same outcome as a poke would have had."""
-        from airflow_provider_bitrix24.client.errors import Bitrix24Error
         from airflow_provider_bitrix24.failures import to_airflow
+        from airflow_provider_bitrix24.triggers.events import decode_event
 
         if not isinstance(event, dict):
             raise AirflowException(f"The trigger ended without an event ({event!r})")
-        if event.get("status") == "success":
-            messages: list[dict[str, Any]] = list(event.get("messages") or [])
+        outcome = decode_event(event)
+        if outcome.messages is not None:
+            messages = outcome.messages
             self.log.info("Found %d matching message(s): ids %s", len(messages), [m.get("id") for m in messages])
             return messages
-        code = str(event.get("code") or "UNKNOWN")
-        message = str(event.get("message") or code)
-        if "description" in event:  # an error answered by the portal or raised by the client
-            raise to_airflow(
-                Bitrix24Error(
-                    code,
-                    str(event.get("description") or ""),
-                    status=event.get("http_status"),
-                    method=event.get("method"),
-                    retryable=bool(event.get("retryable")),
-                )
-            )
-        if event.get("retryable") is False:
-            raise AirflowFailException(message)
-        raise AirflowException(f"Waiting for the session history failed: {message}")
+        if outcome.error is not None:
+            raise to_airflow(outcome.error)
+        if outcome.retryable is False:
+            raise AirflowFailException(outcome.failure)
+        raise AirflowException(f"Waiting for the session history failed: {outcome.failure}")

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from airflow_provider_bitrix24.client.pipeline import AdaptiveWindow
+from airflow_provider_bitrix24.client.wire import BATCH_LIMIT, split_batches
 from airflow_provider_bitrix24.history import (
     MATCH_SECONDS,
     METHOD,
@@ -46,11 +47,11 @@ from airflow_provider_bitrix24.history import (
 
 if TYPE_CHECKING:
     from airflow_provider_bitrix24.client.aio import AsyncBitrix24Client
-    from airflow_provider_bitrix24.client.core import BatchItem
     from airflow_provider_bitrix24.client.errors import Bitrix24Error
+    from airflow_provider_bitrix24.client.wire import BatchItem
 
 #: Commands per ``batch`` request (the portal's maximum).
-BATCH_SIZE: Final = 50
+BATCH_SIZE: Final = BATCH_LIMIT
 #: Most batch requests a poller keeps in flight; within it, an adaptive window follows the portal's speed, and
 #: the client's bucket decides when each request goes.
 MAX_IN_FLIGHT: Final = 32
@@ -169,10 +170,10 @@ class SessionPoller:
                 self._fail_all(exc)
                 return
             while self._subscriptions:
-                blocked = self._client.engine.limiter.blocked_until(METHOD)
+                blocked = self._client.time_until_unblocked(METHOD)
                 if blocked is not None:
                     # The method is refused until then: polling now would only spend requests on refusals.
-                    await self._sleep(blocked - time.time())
+                    await self._sleep(blocked)
                     continue
                 if len(self._in_flight) >= self._window.size:
                     await self._sleep(None)
@@ -305,8 +306,7 @@ class SessionPoller:
             err,
         )
         targets = list(chunk.items())
-        half = len(targets) // 2
-        for part in (targets[:half], targets[half:]):
+        for part in split_batches(targets, len(targets) - len(targets) // 2):
             await self._poll(dict(part))
 
     def _deliver(self, subscription: Subscription, item: BatchItem, transient: list[str]) -> None:
@@ -340,8 +340,8 @@ class SessionPoller:
 
     def _reschedule(self, subscriptions: Any, at_once: bool = False) -> None:
         now = self._loop.time()
-        blocked = self._client.engine.limiter.blocked_until(METHOD) if self._client is not None else None
-        not_before = now + (blocked - time.time()) if blocked is not None else now
+        blocked = self._client.time_until_unblocked(METHOD) if self._client is not None else None
+        not_before = now + blocked if blocked is not None else now
         for subscription in subscriptions:
             subscription.due = max(now + (0.0 if at_once else subscription.interval), not_before)
 
@@ -361,14 +361,3 @@ def get_poller(key: str, client_factory: ClientFactory) -> SessionPoller:
     if poller is None:
         poller = _pollers[(loop, key)] = SessionPoller(key, client_factory)
     return poller
-
-
-def error_fields(err: Bitrix24Error) -> dict[str, Any]:
-    """The fields of a client error, JSON-safe, to carry in a trigger event."""
-    return {
-        "code": err.code,
-        "description": err.description,
-        "http_status": err.status,
-        "method": err.method,
-        "retryable": err.retryable,
-    }

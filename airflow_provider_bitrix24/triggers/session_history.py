@@ -19,7 +19,7 @@ class SessionHistoryTrigger(BaseTrigger):
     the due polls of up to 50 sessions into each ``batch`` request and paces the requests to the portal's rate
     limit: hundreds of waits cost a few requests per round instead of one each.
 
-    The trigger yields exactly one event and never raises:
+    The trigger yields exactly one event and never raises (the format: :mod:`.events`):
 
     * ``{"status": "success", "messages": [...]}`` with the matching messages, ascending by id;
     * ``{"status": "error", "code": ..., "message": ..., "retryable": ...}`` for a permanent error of the session
@@ -90,7 +90,13 @@ class SessionHistoryTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow_provider_bitrix24.client.errors import Bitrix24Error
-        from airflow_provider_bitrix24.triggers._poller import error_fields, get_poller
+        from airflow_provider_bitrix24.triggers._poller import get_poller
+        from airflow_provider_bitrix24.triggers.events import (
+            encode_argument_error,
+            encode_client_error,
+            encode_failure,
+            encode_messages,
+        )
 
         try:
             target = self._target()
@@ -109,18 +115,13 @@ class SessionHistoryTrigger(BaseTrigger):
             )
             poller = get_poller(self.bitrix24_conn_id, self._new_client)
             messages = await poller.wait(target, history_filter, self.poll_interval)
-            event: dict[str, Any] = {"status": "success", "messages": messages}
+            event = encode_messages(messages)
         except asyncio.CancelledError:
             raise
         except Bitrix24Error as err:
-            event = {"status": "error", "message": str(err), **error_fields(err)}
+            event = encode_client_error(err)
         except HistoryArgumentError as err:
-            event = {"status": "error", "code": "INVALID_ARGUMENT", "message": str(err), "retryable": False}
+            event = encode_argument_error(str(err))
         except Exception as err:
-            event = {
-                "status": "error",
-                "code": type(err).__name__,
-                "message": f"{type(err).__name__}: {err}",
-                "retryable": True,
-            }
+            event = encode_failure(err)
         yield TriggerEvent(event)

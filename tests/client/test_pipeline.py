@@ -365,3 +365,32 @@ def test_a_request_failing_for_good_gives_every_commands_outcome(sandbox, fault,
     assert isinstance(again, cause)
     assert isinstance(again, Bitrix24BatchError)
     assert (again.outcomes, str(again), again.code) == (err.outcomes, str(err), err.code)
+
+
+def test_batch_options_travel_whole_and_the_old_keywords_still_work(sandbox):
+    from airflow_provider_bitrix24.client import BatchOptions
+    from airflow_provider_bitrix24.client.pipeline import batch_options
+
+    with _client(sandbox) as client:
+        assert BatchRun(client.engine, _saves(BULK[:200]), BatchOptions(max_burst_share=0.2)).window.ceiling == 10
+        assert BatchRun(client.engine, _saves(BULK[:200])).window.ceiling == 50
+        assert BatchRun(client.engine, _saves(BULK[:200]), halt=True).window.ceiling == 1
+        spread = BatchRun(client.engine, _saves(BULK[:1000]), BatchOptions(spread=True, max_burst_share=0.5))
+        assert spread.chunk == 40  # 1,000 over the 25 requests half the burst lets go at once
+    merged = batch_options(BatchOptions(max_burst_share=0.5), spread=True, halt=False)
+    assert (merged.spread, merged.max_burst_share, merged.halt) == (True, 0.5, False)
+    for bad in (0, 1.01, True, "0.5"):
+        with pytest.raises(ValueError, match=r"^max_burst_share: "):
+            BatchOptions(max_burst_share=bad)
+
+
+def test_the_async_client_takes_the_same_options(sandbox):
+    from airflow_provider_bitrix24.client import BatchOptions
+
+    async def main():
+        async with AsyncBitrix24Client(parse_connection(host=sandbox.webhook_url)) as client:
+            return await client.batch(_saves(BULK[:1000]), options=BatchOptions(spread=True, max_burst_share=0.5))
+
+    items = asyncio.run(main())
+    assert all(item.ok for item in items)
+    assert sandbox.stats()["by_method"] == {"batch": 25}

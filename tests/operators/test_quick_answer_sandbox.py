@@ -14,6 +14,7 @@ from airflow_provider_bitrix24.sandbox.state import SEED
 from tests.helpers import set_conn
 
 BULK = list(SEED.bulk_message_ids)
+SAVE = "imopenlines.message.quick.save"
 
 
 def _answers_per_message(sandbox) -> Counter:
@@ -212,3 +213,38 @@ def test_transient_and_permanent_failures_together_leave_the_transient_ones_to_r
     assert str(again.value).startswith(f"Could not save 1 of 41 message(s) of chat {SEED.bulk_chat_id} (the other 40")
     per_message = _answers_per_message(sandbox)
     assert {per_message[m] for m in BULK[:40]} == {1}
+
+
+def _peak_at_once(sandbox, gap: float = 0.15) -> int:
+    """The most requests the portal received within ``gap`` seconds of each other (one wave sent at once)."""
+    from airflow_provider_bitrix24.sandbox.stats import peak_in_window
+
+    return peak_in_window([entry[0] for entry in sandbox.stats()["log"]], gap)
+
+
+@pytest.mark.parametrize(("share", "at_most", "requests"), [(0.5, 25, 40), (0.2, 10, 40), (None, 50, 50)])
+def test_max_burst_share_bounds_the_requests_a_bulk_save_has_at_once(sandbox, webhook_conn, share, at_most, requests):
+    """
+    2,000 saves on the standard plan (burst 50): each request takes 0.5 s at the portal, so the requests in flight
+    together arrive together. With a share, at most that share of the burst goes at once; without one, the run may
+    take the whole burst.
+    """
+    sandbox.configure(rate_limit_enabled=True, burst=50, per_second=2.0, processing_time={SAVE: 0.01})
+    ids = BULK[:2000]
+    assert _run(chat_id=SEED.bulk_chat_id, message_id=ids, max_burst_share=share) == ids
+    stats = sandbox.stats()
+    assert stats["requests"] == requests
+    assert stats["errors"].get("QUERY_LIMIT_EXCEEDED", 0) == 0
+    peak = _peak_at_once(sandbox)
+    assert peak <= at_most
+    if share is None:
+        assert peak > 25  # the whole burst at once: the bound above is what the share changes
+    per_message = _answers_per_message(sandbox)
+    assert all(per_message[m] == 1 for m in ids)
+
+
+@pytest.mark.parametrize("share", [0, -0.5, 1.5, "half", True, float("nan")])
+def test_a_bad_max_burst_share_fails_before_any_request_naming_it(sandbox, webhook_conn, share):
+    with pytest.raises(AirflowFailException, match=r"^max_burst_share: .* is not a share of the burst"):
+        _run(chat_id=SEED.bulk_chat_id, message_id=BULK[:100], max_burst_share=share)
+    assert sandbox.stats()["requests"] == 0
