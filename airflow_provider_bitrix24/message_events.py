@@ -409,3 +409,37 @@ class EventReader:
                 self._seen[event_id] = None
         while len(self._seen) > SEEN_IDS:
             self._seen.popitem(last=False)
+
+
+# --------------------------------------------------------------------------- in the DAG
+
+
+def messages_of(events: Iterable[Any]) -> list[dict[str, Any]]:
+    """
+    The message records of a run's asset events, each once, ascending by id.
+
+    Takes what a DAG gets: the asset events of ``triggering_asset_events`` (anything with an ``extra`` holding the
+    trigger's ``payload``), or the payloads themselves. A payload is one poll (``{"messages": [...]}``) or one
+    message (``one_event_per_message=True``). Delivery is at-least-once: a message handed out twice (a triggerer
+    restart before the portal got the confirmation) appears here once; across runs, de-duplicate by ``id``
+    (``SaveQuickAnswerOperator`` does: saving a message again updates the same answer).
+    """
+    found: dict[tuple[int, str], dict[str, Any]] = {}
+    for event in events:
+        extra = getattr(event, "extra", None)
+        payload = extra.get("payload", extra) if isinstance(extra, Mapping) else event
+        if not isinstance(payload, Mapping):
+            continue
+        items = payload.get("messages") if isinstance(payload.get("messages"), list) else [payload]
+        for item in items:
+            if isinstance(item, Mapping) and isinstance(item.get("id"), int):
+                found.setdefault((item["id"], str(item.get("event_type", MESSAGE_ADD))), dict(item))
+    return [found[key] for key in sorted(found)]
+
+
+def by_chat(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``[{"chat_id": ..., "message_id": [records]}, ...]``: keyword sets for ``SaveQuickAnswerOperator``."""
+    chats: dict[int, list[dict[str, Any]]] = {}
+    for record in records:
+        chats.setdefault(record["chat_id"], []).append(dict(record))
+    return [{"chat_id": chat_id, "message_id": items} for chat_id, items in sorted(chats.items())]

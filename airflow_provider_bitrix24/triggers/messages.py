@@ -60,6 +60,11 @@ CLASSPATH: Final = "airflow_provider_bitrix24.triggers.messages.Bitrix24MessageT
 #: Seconds between two polls of an empty queue.
 DEFAULT_POLL_INTERVAL: Final = 10.0
 STREAM: Final = "bitrix24.im.v2.Event"
+#: Seconds a new shared stream waits before its first poll, so that the watchers a triggerer starts together
+#: (after a restart, all of them) have joined before the first batch is handed out: a watcher that joins later
+#: does not receive batches handed out before it joined. ``[triggerer] shared_stream_cohort_grace_period`` adds
+#: to it.
+STARTUP_GRACE: Final = 2.0
 
 
 def _client_factory(conn_id: str) -> Any:
@@ -229,6 +234,7 @@ class Bitrix24EventProducer(SharedStreamProducer):
         self._resolved = asyncio.Event()
 
     async def open_stream(self) -> AsyncIterator[tuple[Any, Any]]:
+        await asyncio.sleep(min(STARTUP_GRACE, self.poll_interval))
         while True:
             batch = await self.reader.poll()
             if not batch.events:

@@ -14,6 +14,8 @@ from airflow_provider_bitrix24.message_events import (
     EventReader,
     MessageEventsError,
     MessageFilter,
+    by_chat,
+    messages_of,
     open_line_of,
     to_record,
 )
@@ -308,3 +310,46 @@ def test_warns_when_the_queue_was_not_read_longer_than_its_retention(sandbox, mo
     caplog.set_level(logging.WARNING)
     asyncio.run(scenario())
     assert any("longer than the portal keeps events" in r.getMessage() for r in caplog.records)
+
+
+# --------------------------------------------------------------------------- in the DAG
+
+
+class _AssetEvent:
+    def __init__(self, payload):
+        self.extra = {"from_trigger": True, "payload": payload}
+
+
+def test_messages_of_flattens_batches_and_drops_redeliveries():
+    first = to_record(_line_event())
+    second = dict(first, id=5013, event_id=2002)
+    events = [
+        _AssetEvent({"messages": [first, second]}),
+        _AssetEvent({"messages": [first]}),  # handed out again after a restart
+        _AssetEvent(dict(second, id=5011)),  # one_event_per_message payload
+        _AssetEvent("not a payload"),
+    ]
+    assert [r["id"] for r in messages_of(events)] == [5011, 5012, 5013]
+    grouped = by_chat(messages_of(events))
+    assert [g["chat_id"] for g in grouped] == [5]
+    assert [r["id"] for r in grouped[0]["message_id"]] == [5011, 5012, 5013]
+
+
+def test_payload_records_are_what_save_quick_answer_takes(sandbox, monkeypatch):
+    from airflow_provider_bitrix24.operators.quick_answer import SaveQuickAnswerOperator
+
+    async def read():
+        reader = _reader(monkeypatch, sandbox)
+        try:
+            await reader.poll()
+            sandbox.add_message(SESSION, CLIENT, "How do I reset my password?")
+            return await reader.poll()
+        finally:
+            await reader.aclose()
+
+    batch = asyncio.run(read())
+    records = MessageFilter.build().match(batch.events)
+    (keywords,) = by_chat(messages_of([{"messages": records}]))
+    operator = SaveQuickAnswerOperator(task_id="save", bitrix24_conn_id="bitrix24_events", **keywords)
+    assert operator.execute({}) == [records[0]["id"]]
+    assert records[0]["id"] in [a["message_id"] for a in sandbox.quick_answers()]
