@@ -430,7 +430,8 @@ def messages_of(events: Iterable[Any]) -> list[dict[str, Any]]:
         payload = extra.get("payload", extra) if isinstance(extra, Mapping) else event
         if not isinstance(payload, Mapping):
             continue
-        items = payload.get("messages") if isinstance(payload.get("messages"), list) else [payload]
+        listed = payload.get("messages")
+        items: list[Any] = listed if isinstance(listed, list) else [payload]
         for item in items:
             if isinstance(item, Mapping) and isinstance(item.get("id"), int):
                 found.setdefault((item["id"], str(item.get("event_type", MESSAGE_ADD))), dict(item))
