@@ -169,7 +169,7 @@ async def _until(condition, timeout: float = 15.0) -> None:
 
 
 @needs_shared_streams
-def test_ack_mode_fans_one_reader_out_to_every_watcher(sandbox, conn):
+def test_ack_mode_fans_one_reader_out_to_every_watcher(sandbox, conn, logs):
     sales = _sales_session(sandbox)
 
     async def scenario():
@@ -204,6 +204,8 @@ def test_ack_mode_fans_one_reader_out_to_every_watcher(sandbox, conn):
         "id", "chat_id", "session_id", "author_id", "author_type", "date", "text", "event_id", "line_id", "event_type"
     }  # fmt: skip
     assert WEBHOOK_CODE not in json.dumps([p for _, p in triggerer.stored])
+    assert "im.v2.Event.get" in logs()  # the client logged its calls...
+    assert WEBHOOK_CODE not in logs()  # ...with the webhook code masked
 
 
 @needs_shared_streams
