@@ -30,12 +30,11 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from airflow_provider_bitrix24.history import (
-    ANY_AUTHOR,
     HistoryArgumentError,
     HistoryFilter,
     classify_author,
@@ -258,10 +257,6 @@ class MessageFilter:
         if self.chat_ids is not None:
             parts.append(f"chats {sorted(self.chat_ids)}")
         return " ".join(parts)
-
-
-def authors_list(authors: str | Sequence[str]) -> list[str]:
-    return [authors] if isinstance(authors, str) else list(authors) if authors else [ANY_AUTHOR]
 
 
 # --------------------------------------------------------------------------- reader

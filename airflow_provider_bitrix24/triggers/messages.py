@@ -120,9 +120,8 @@ class Bitrix24MessageTrigger(BaseEventTrigger):
         event_types: str | Sequence[str] = (MESSAGE_ADD,),
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         one_event_per_message: bool = False,
-        **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)  # type: ignore[no-untyped-call]  # BaseTrigger.__init__ is untyped
+        super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger.__init__ is untyped
         if not isinstance(bitrix24_conn_id, str) or not bitrix24_conn_id:
             raise ValueError("bitrix24_conn_id: give the id of a Bitrix24 connection")
         if text_pattern is not None and not isinstance(text_pattern, str):

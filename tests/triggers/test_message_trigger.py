@@ -93,6 +93,11 @@ def test_bad_arguments_fail_when_the_dag_is_parsed(kwargs, name):
         Bitrix24MessageTrigger(**{"bitrix24_conn_id": CONN, **kwargs})
 
 
+def test_a_misspelt_argument_is_refused_by_name():
+    with pytest.raises(TypeError, match="lines"):
+        Bitrix24MessageTrigger(bitrix24_conn_id=CONN, lines=[1])
+
+
 @pytest.mark.skipif(not messages.SHARED_STREAMS, reason="shared streams need Airflow 3.3")
 def test_one_shared_stream_per_connection():
     a, b = _trigger(line_ids=[1]), _trigger(text_pattern="x", poll_interval=60)
