@@ -211,7 +211,10 @@ def section(entry: dict[str, Any]) -> list[str]:
     lines = [
         "## B6: event-driven runs on new messages",
         "",
-        f"Measured {entry.get('measured_at', '?')}{' (quick run)' if entry.get('quick') else ''}.",
+        f"Measured {entry.get('measured_at', '?')}{' (quick run)' if entry.get('quick') else ''} on "
+        f"{entry.get('machine', {}).get('cpu', '?')}, {entry.get('machine', {}).get('cores', '?')} cores, with "
+        + ", ".join(f"{k} {v}" for k, v in entry.get("versions", {}).items())
+        + ".",
         "",
         f"W watchers on one connection each want every new client message of {data['chats']} open-line chats, on a "
         f"standard-plan portal ({data['burst']} burst, {data['per_second']:g} req/s), polling every "
