@@ -7,6 +7,7 @@ Run the benchmarks and write ``benchmarks/RESULTS.md`` and ``benchmarks/b1.png``
     python benchmarks/run.py --only B1R,B2R  # B1 and B2 at a real portal's speed (about 13 and 6 minutes)
     python benchmarks/run.py --report-only   # re-render RESULTS.md and the chart from results.json
     python benchmarks/run.py --only B5 --b5-limiter per-process   # B5 without the shared-limiter rows
+    python benchmarks/run.py --only B6       # message events against sensors (about 10 minutes)
 
 Raw results are kept in ``benchmarks/results.json``; RESULTS.md is rendered from it, so ``--only`` refreshes
 part of the report without losing the rest.
