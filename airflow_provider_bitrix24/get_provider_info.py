@@ -29,9 +29,12 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": INTEGRATION, "python-modules": ["airflow_provider_bitrix24.sensors.session_history"]}
         ],
         "triggers": [
-            {"integration-name": INTEGRATION, "python-modules": ["airflow_provider_bitrix24.triggers.session_history"]}
+            {"integration-name": INTEGRATION, "python-modules": ["airflow_provider_bitrix24.triggers.session_history"]},
+            {"integration-name": INTEGRATION, "python-modules": ["airflow_provider_bitrix24.triggers.messages"]},
         ],
         "notifications": ["airflow_provider_bitrix24.notifications.bitrix24.Bitrix24Notifier"],
+        # MessageQueueTrigger(scheme="bitrix24", ...) with the extra [messaging] (common-messaging, Airflow 3).
+        "queues": ["airflow_provider_bitrix24.queues.bitrix24.Bitrix24MessageQueueProvider"],
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_bitrix24.hooks.bitrix24.Bitrix24Hook",

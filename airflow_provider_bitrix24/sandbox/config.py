@@ -129,6 +129,9 @@ class SandboxConfig:
         the preset's.
     :param log_size: Entries kept in the request log of ``/_sandbox/stats``.
     :param verbose: Print one line per request (method and status, secrets masked) to stderr.
+    :param im_events_available: The portal has ``im.v2.Event.*``; ``False`` plays an older portal that answers
+        ``ERROR_METHOD_NOT_FOUND``.
+    :param im_event_retention: Seconds an unconfirmed ``im.v2.Event`` event is kept (24 h on real portals).
     """
 
     host: str = "127.0.0.1"
@@ -176,6 +179,8 @@ class SandboxConfig:
     processing_time: dict[str, float] = field(default_factory=dict)
     log_size: int = 20000
     verbose: bool = False
+    im_events_available: bool = True
+    im_event_retention: float = 86400.0
 
     def __post_init__(self) -> None:
         self.webhooks = [WebhookSpec.from_value(w) for w in self.webhooks]

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_provider_bitrix24.sandbox import im, render
+from airflow_provider_bitrix24.sandbox import im, im_events, render
 from airflow_provider_bitrix24.sandbox.config import SandboxConfig
 from airflow_provider_bitrix24.sandbox.errors import CHAT_ACCESS_TEXT, HISTORY_CHAT_ID_IGNORED_TEXT, RestError
 from airflow_provider_bitrix24.sandbox.params import is_true, to_int, upper_keys
@@ -390,5 +390,8 @@ METHODS: dict[str, MethodSpec] = dict(
         _spec("imopenlines.crm.chat.get", crm_chat_get, "imopenlines"),
         _spec("im.message.add", im.message_add, "im"),
         _spec("im.dialog.messages.get", im.dialog_messages, "im"),
+        _spec("im.v2.event.subscribe", im_events.event_subscribe, "im"),
+        _spec("im.v2.event.get", im_events.event_get, "im"),
+        _spec("im.v2.event.unsubscribe", im_events.event_unsubscribe, "im"),
     ]
 )

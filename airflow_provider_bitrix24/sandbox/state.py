@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_bitrix24.sandbox.config import SandboxConfig
+from airflow_provider_bitrix24.sandbox.im_events import EventLog, on_message_added
 
 SEED_EPOCH = 1773219600  # 2026-03-11T09:00:00Z
 FIRST_SEED_MESSAGE_ID = 85800
@@ -383,6 +384,9 @@ class PortalState:
 
     def __init__(self, config: SandboxConfig) -> None:
         self.lock = threading.RLock()
+        self.config = config
+        #: Per-user ``im.v2.Event.*`` queues: every message added through :meth:`add_message` lands there.
+        self.events = EventLog()
         self.users: dict[int, User] = {}
         self.lines: dict[int, Line] = {}
         self.chats: dict[int, Chat] = {}
@@ -538,6 +542,7 @@ class PortalState:
         self._store(message)
         if author_id and author_id not in chat.member_ids:
             chat.member_ids.append(author_id)
+        on_message_added(self, message)
         return message
 
     def open_session(self, chat_id: int) -> Session:
