@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_provider_bitrix24.sandbox import render
+from airflow_provider_bitrix24.sandbox import crm, render
 from airflow_provider_bitrix24.sandbox.config import SandboxConfig
 from airflow_provider_bitrix24.sandbox.errors import CHAT_ACCESS_TEXT, HISTORY_CHAT_ID_IGNORED_TEXT, RestError
 from airflow_provider_bitrix24.sandbox.params import is_true, to_int, upper_keys
@@ -388,5 +388,6 @@ METHODS: dict[str, MethodSpec] = dict(
         _spec("imopenlines.dialog.get", dialog_get, "imopenlines"),
         _spec("imopenlines.session.open", session_open, "imopenlines"),
         _spec("imopenlines.crm.chat.get", crm_chat_get, "imopenlines"),
+        _spec("crm.activity.list", crm.activity_list, "crm"),
     ]
 )
