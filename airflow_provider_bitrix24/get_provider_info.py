@@ -30,6 +30,13 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {"integration-name": INTEGRATION, "python-modules": ["airflow_provider_bitrix24.triggers.session_history"]}
         ],
+        "transfers": [
+            {
+                "source-integration-name": INTEGRATION,
+                "target-integration-name": "Common IO",
+                "python-module": "airflow_provider_bitrix24.transfers.session_history",
+            }
+        ],
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_bitrix24.hooks.bitrix24.Bitrix24Hook",

@@ -42,7 +42,7 @@ PROVIDER_ID: Final = "IMOPENLINES_SESSION"
 ACTIVITY_ID_BASE: Final = 500_000
 #: Seconds the portal spends counting one row of a selection (49.9 s for 2,387,743 leads, huge-data guide).
 COUNT_SECONDS_PER_ROW: Final = 49.916450023651 / 2_387_743
-GEN_EPOCH: Final = SEED_EPOCH + 10 * 86400  # 2026-03-21T00:00:00Z
+GEN_EPOCH: Final = SEED_EPOCH + 10 * 86400 - 9 * 3600  # 2026-03-21T00:00:00Z
 GEN_SPACING: Final = 60
 GEN_FIRST_CHAT_ID: Final = 60001
 _GEN_OPERATORS: Final = {1: 2, 2: 3}
