@@ -408,12 +408,13 @@ def _notes(results: dict[str, Any], misses: list[tuple[str, str, str, bool, str]
 
 def _realistic() -> tuple[dict[str, Any], dict[str, Any]]:
     """Target checks and section builders of B1R and B2R (at a real portal's speed), given all results."""
-    from benchmarks import b1r_realistic, b2r_realistic
+    from benchmarks import b1r_realistic, b2r_realistic, b7_keyset_export
 
-    builders = {"B1R": b1r_realistic.checks, "B2R": b2r_realistic.checks}
+    builders = {"B1R": b1r_realistic.checks, "B2R": b2r_realistic.checks, "B7": b7_keyset_export.checks}
     sections = {
         "B1R": lambda entry, results: b1r_realistic.section(entry, results.get("B1", {}).get("data")),
         "B2R": lambda entry, results: b2r_realistic.section(entry),
+        "B7": lambda entry, results: b7_keyset_export.section(entry),
     }
     return builders, sections
 
