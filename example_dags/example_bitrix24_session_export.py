@@ -50,7 +50,8 @@ with DAG(
         pattern = re.compile(ANSWER_PATTERN)
         chosen: dict[str, tuple[int, int]] = {}
         with ObjectStoragePath(exported["messages_path"]).open("r") as handle:
-            for line in handle:
+            # readline, not `for line in handle`: Airflow 2's file wrapper is not iterable.
+            for line in iter(handle.readline, ""):
                 message = json.loads(line)
                 if message["author_type"] == "operator" and pattern.search(message["text"]):
                     chosen.setdefault(message["text"], (message["chat_id"], message["id"]))
