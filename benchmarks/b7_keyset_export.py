@@ -270,11 +270,16 @@ def _export(args: argparse.Namespace) -> dict[str, Any]:
             task_id="b7", path=f"file://{out}", start=args.start, end=args.end, bitrix24_conn_id=args.conn
         )
         operator.hook.client  # noqa: B018 - the connection lookup, outside the clock
-        run = lambda: operator.execute(context={})  # noqa: E731
+
+        def run() -> dict[str, Any]:
+            return dict(operator.execute(context={}))
     else:
         hook = Bitrix24Hook(bitrix24_conn_id=args.conn)
         client = hook.client
-        run = lambda: _per_session(client, args.start, args.end, out)  # noqa: E731
+
+        def run() -> dict[str, Any]:
+            return dict(_per_session(client, args.start, args.end, out))
+
     before_rss, before_peak = _rss_mib(), _peak_rss_mib()
     if args.trace:
         tracemalloc.start()
