@@ -35,6 +35,13 @@ def get_provider_info() -> dict[str, Any]:
         "notifications": ["airflow_provider_bitrix24.notifications.bitrix24.Bitrix24Notifier"],
         # MessageQueueTrigger(scheme="bitrix24", ...) with the extra [messaging] (common-messaging, Airflow 3).
         "queues": ["airflow_provider_bitrix24.queues.bitrix24.Bitrix24MessageQueueProvider"],
+        "transfers": [
+            {
+                "source-integration-name": INTEGRATION,
+                "target-integration-name": "Common IO",
+                "python-module": "airflow_provider_bitrix24.transfers.session_history",
+            }
+        ],
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_bitrix24.hooks.bitrix24.Bitrix24Hook",

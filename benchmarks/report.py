@@ -408,13 +408,19 @@ def _notes(results: dict[str, Any], misses: list[tuple[str, str, str, bool, str]
 
 def _realistic() -> tuple[dict[str, Any], dict[str, Any]]:
     """Target checks and section builders of B1R and B2R (at a real portal's speed), given all results."""
-    from benchmarks import b1r_realistic, b2r_realistic, b6_message_events
+    from benchmarks import b1r_realistic, b2r_realistic, b6_message_events, b7_keyset_export
 
-    builders = {"B1R": b1r_realistic.checks, "B2R": b2r_realistic.checks, "B6": b6_message_events.checks}
+    builders = {
+        "B1R": b1r_realistic.checks,
+        "B2R": b2r_realistic.checks,
+        "B6": b6_message_events.checks,
+        "B7": b7_keyset_export.checks,
+    }
     sections = {
         "B1R": lambda entry, results: b1r_realistic.section(entry, results.get("B1", {}).get("data")),
         "B2R": lambda entry, results: b2r_realistic.section(entry),
         "B6": lambda entry, results: b6_message_events.section(entry),
+        "B7": lambda entry, results: b7_keyset_export.section(entry),
     }
     return builders, sections
 

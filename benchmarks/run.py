@@ -5,6 +5,7 @@ Run the benchmarks and write ``benchmarks/RESULTS.md`` and ``benchmarks/b1.png``
     python benchmarks/run.py --quick         # a short smoke run: fewer repetitions, smaller sizes
     python benchmarks/run.py --only B1,B3    # some of them; the others keep their last results
     python benchmarks/run.py --only B1R,B2R  # B1 and B2 at a real portal's speed (about 13 and 6 minutes)
+    python benchmarks/run.py --only B7       # keyset listing and the history export at a real portal's speed
     python benchmarks/run.py --report-only   # re-render RESULTS.md and the chart from results.json
     python benchmarks/run.py --only B5 --b5-limiter per-process   # B5 without the shared-limiter rows
     python benchmarks/run.py --only B6       # message events against sensors (about 10 minutes)
@@ -29,7 +30,8 @@ from benchmarks import report
 from benchmarks.common import BENCH_DIR, log, machine, versions
 
 #: B1R and B2R: B1 and B2 on a portal answering at a real portal's speed (the sandbox's ``realistic`` latency).
-ALL = ("B1", "B2", "B3", "B4", "B1R", "B2R", "B5", "B6")
+#: B7: keyset listing and the open-line history export, at a real portal's speed.
+ALL = ("B1", "B2", "B3", "B4", "B1R", "B2R", "B5", "B6", "B7")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks import b6_message_events
 
     modules["B6"] = b6_message_events
+    from benchmarks import b7_keyset_export
+
+    modules["B7"] = b7_keyset_export
     options: dict[str, dict[str, object]] = {
         "B5": {"modes": b5_processes.MODES if args.b5_limiter == "both" else (args.b5_limiter,)}
     }

@@ -14,7 +14,7 @@ import contextlib
 import importlib
 import inspect
 import time
-from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
 from typing import Any, Final
 
 import httpx
@@ -320,6 +320,12 @@ class AsyncBitrix24Client:
         """Every row of a list method, following ``next``; ``limit`` counts rows."""
         items: list[Any] = await self.run(self.engine.list_flow(method, params, limit))
         return items
+
+    def iter_list(self, method: str, params: Mapping[str, Any] | None = None, **kwargs: Any) -> AsyncIterator[Any]:
+        """Stream every row of a list method in keyset mode (:func:`~airflow_provider_bitrix24.client.listing.aiter_list`)."""
+        from airflow_provider_bitrix24.client.listing import aiter_list
+
+        return aiter_list(self, method, params, **kwargs)
 
 
 async def _drive(flow: Generator[Any, Any, Any], perform: Callable[[Any], Awaitable[Any]]) -> Any:

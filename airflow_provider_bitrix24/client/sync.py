@@ -7,7 +7,7 @@ import heapq
 import socket
 import threading
 import time
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
@@ -387,6 +387,12 @@ class Bitrix24Client:
         """Every row of a list method, following ``next``; ``limit`` counts rows."""
         items: list[Any] = self.run(self.engine.list_flow(method, params, limit))
         return items
+
+    def iter_list(self, method: str, params: Mapping[str, Any] | None = None, **kwargs: Any) -> Iterator[Any]:
+        """Stream every row of a list method in keyset mode (:func:`~airflow_provider_bitrix24.client.listing.iter_list`)."""
+        from airflow_provider_bitrix24.client.listing import iter_list
+
+        return iter_list(self, method, params, **kwargs)
 
 
 def _drive(flow: Generator[Any, Any, Any], perform: Callable[[Any], Any]) -> Any:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -293,3 +293,7 @@ class Bitrix24Hook(BaseHook):
         from airflow_provider_bitrix24.hooks.connection_form import form_widgets
 
         return form_widgets()
+
+    def iter_list(self, method: str, params: Mapping[str, Any] | None = None, **kwargs: Any) -> Iterator[Any]:
+        """Stream every row of a list method in keyset mode (``start=-1``, by id): see ``client.listing``."""
+        return self.client.iter_list(method, params, **kwargs)

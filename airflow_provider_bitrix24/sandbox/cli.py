@@ -37,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="latency model: 'realistic' answers as slowly as the documented portal answers (default: off)",
     )
     parser.add_argument("--extra-sessions", type=int, default=0, help="additional chats with one session each")
+    parser.add_argument(
+        "--generated-sessions", type=int, default=0, help="generated open-line sessions with CRM activities"
+    )
+    parser.add_argument("--generated-messages", type=int, default=30, help="messages in each generated session")
     parser.add_argument("--port-file", type=Path, help="write the bound port to this file once listening")
     parser.add_argument("--verbose", action="store_true", help="print one line per request (secrets masked)")
     return parser
@@ -49,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "host": args.host,
         "port": args.port,
         "extra_sessions": args.extra_sessions,
+        "generated_sessions": args.generated_sessions,
+        "generated_messages": args.generated_messages,
         "latency": args.latency,
         "verbose": args.verbose,
     }

@@ -5,7 +5,8 @@ Every threshold the real cloud portal applies (the leaky bucket, the per-method 
 and every portal-wide failure mode (plan without REST, manual overload block, deleted portal) is a field of
 :class:`SandboxConfig`, so a test can switch it on, shrink it or turn it off. Most fields can be changed on a
 running portal (``SandboxPortal.configure`` or ``POST /_sandbox/config``); ``host`` and ``port`` are fixed once the
-socket is bound, and ``bulk_messages`` / ``extra_sessions`` take effect at the next reset.
+socket is bound, and ``bulk_messages`` / ``extra_sessions`` / ``generated_sessions`` / ``generated_messages`` take
+effect at the next reset.
 """
 
 from __future__ import annotations
@@ -29,7 +30,13 @@ CHOICES: dict[str, tuple[str, ...]] = {
 #: Bounds of the seed's size: ``bulk_messages`` and ``extra_sessions`` are built in memory at every reset.
 MAX_BULK_MESSAGES = 100_000
 MAX_EXTRA_SESSIONS = 100_000
-_SIZE_BOUNDS = {"bulk_messages": MAX_BULK_MESSAGES, "extra_sessions": MAX_EXTRA_SESSIONS}
+MAX_GENERATED_MESSAGES = 1_000
+_SIZE_BOUNDS = {
+    "bulk_messages": MAX_BULK_MESSAGES,
+    "extra_sessions": MAX_EXTRA_SESSIONS,
+    "generated_sessions": MAX_EXTRA_SESSIONS,
+    "generated_messages": MAX_GENERATED_MESSAGES,
+}
 #: Latency figures that default to the ``latency`` preset's when left ``None``.
 LATENCY_FIGURES = ("network_round_trip", "request_overhead")
 
@@ -110,6 +117,9 @@ class SandboxConfig:
         ``ACCESS_DENIED``.
     :param bulk_messages: Messages in the single session of the bulk chat (at most 100,000).
     :param extra_sessions: Additional chats with one session each, for polling many sessions (at most 100,000).
+    :param generated_sessions: Generated open-line sessions with CRM activities, one a minute from 2026-03-21 00:00
+        UTC, for exports and benchmarks (at most 100,000; see :mod:`airflow_provider_bitrix24.sandbox.crm`).
+    :param generated_messages: Messages in each generated session (at most 1,000).
     :param list_page_size: Page size of list methods (50 on the cloud).
     :param tz_offset_minutes: Offset of the portal's time zone, used in every ISO-8601 date.
     :param webhooks: Inbound webhooks.
@@ -163,6 +173,8 @@ class SandboxConfig:
     history_ignores_chat_id: bool = False
     bulk_messages: int = 3000
     extra_sessions: int = 0
+    generated_sessions: int = 0
+    generated_messages: int = 30
     list_page_size: int = 50
     tz_offset_minutes: int = 180
     webhooks: list[WebhookSpec] = field(default_factory=_default_webhooks)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_provider_bitrix24.sandbox import im, im_events, render
+from airflow_provider_bitrix24.sandbox import crm, im, im_events, render
 from airflow_provider_bitrix24.sandbox.config import SandboxConfig
 from airflow_provider_bitrix24.sandbox.errors import CHAT_ACCESS_TEXT, HISTORY_CHAT_ID_IGNORED_TEXT, RestError
 from airflow_provider_bitrix24.sandbox.params import is_true, to_int, upper_keys
@@ -393,5 +393,6 @@ METHODS: dict[str, MethodSpec] = dict(
         _spec("im.v2.event.subscribe", im_events.event_subscribe, "im"),
         _spec("im.v2.event.get", im_events.event_get, "im"),
         _spec("im.v2.event.unsubscribe", im_events.event_unsubscribe, "im"),
+        _spec("crm.activity.list", crm.activity_list, "crm"),
     ]
 )

@@ -428,6 +428,9 @@ class PortalState:
         self._load_pool(config.extra_sessions)
         self._next_message_id = max(self.messages) + 1
         self._next_session_id = max(self.sessions) + 1
+        from airflow_provider_bitrix24.sandbox.crm import load_generated  # crm reads this module's types
+
+        load_generated(self, config.generated_sessions, config.generated_messages)
 
     def _load_bulk(self, count: int) -> None:
         started = float(SEED_EPOCH + 86400)
