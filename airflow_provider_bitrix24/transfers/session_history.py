@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from functools import cached_property
 from typing import IO, TYPE_CHECKING, Any, Final
@@ -30,9 +32,11 @@ if TYPE_CHECKING:
     from airflow_provider_bitrix24.hooks.bitrix24 import Bitrix24Hook
 
 FORMATS: Final = ("jsonl", "parquet")
-#: Sessions whose histories are read together (10 ``batch`` requests of 50, in flight at once): the most rows
-#: held in memory at a time, whatever the window's size.
+#: Sessions whose histories are read together (10 ``batch`` requests of 50, in flight at once).
 CHUNK: Final = 500
+#: Chunks read at once: the next chunk's histories are read while the one before is written, so the portal is
+#: never idle between chunks; at most this many chunks of rows are held in memory, whatever the window's size.
+CHUNKS_IN_FLIGHT: Final = 2
 _INT_COLUMNS: Final = frozenset({"id", "chat_id", "line_id", "operator_id", "client_id", "message_count", "session_id"})
 _DATE_COLUMNS: Final = frozenset({"start", "end", "last_updated", "date"})
 
@@ -233,14 +237,7 @@ class SessionHistoryToObjectStorageOperator(BaseOperator):
             sessions_out = writer_class(s_handle, SESSION_COLUMNS)
             messages_out = writer_class(m_handle, MESSAGE_COLUMNS)
             try:
-                chunk: list[dict[str, Any]] = []
-                for row in iter_sessions(client, start, end):
-                    chunk.append(row)
-                    if len(chunk) == CHUNK:
-                        self._flush(client, chunk, sessions_out, messages_out, counts)
-                        chunk = []
-                if chunk:
-                    self._flush(client, chunk, sessions_out, messages_out, counts)
+                self._export(client, iter_sessions(client, start, end), sessions_out, messages_out, counts)
             except Bitrix24Error as exc:
                 self._raise(exc)
             except HistoryPayloadError as exc:
@@ -250,12 +247,50 @@ class SessionHistoryToObjectStorageOperator(BaseOperator):
                 messages_out.close()
         return counts
 
-    def _flush(
-        self, client: Any, chunk: list[dict[str, Any]], sessions_out: Any, messages_out: Any, counts: dict[str, int]
+    def _export(
+        self,
+        client: Any,
+        sessions: Iterator[dict[str, Any]],
+        sessions_out: Any,
+        messages_out: Any,
+        counts: dict[str, int],
     ) -> None:
+        """
+        Read the histories of ``sessions`` chunk by chunk, up to :data:`CHUNKS_IN_FLIGHT` chunks at once (they share
+        the client's limiter), and write them in the order the sessions came, so that a re-run writes the same bytes.
+        """
         from airflow_provider_bitrix24.sessions import read_histories
 
-        messages, failed = read_histories(client, chunk)
+        with ThreadPoolExecutor(max_workers=CHUNKS_IN_FLIGHT, thread_name_prefix="bitrix24-export") as pool:
+            reading: deque[tuple[list[dict[str, Any]], Future[Any]]] = deque()
+            try:
+                chunk: list[dict[str, Any]] = []
+                for row in sessions:
+                    chunk.append(row)
+                    if len(chunk) == CHUNK:
+                        reading.append((chunk, pool.submit(read_histories, client, chunk)))
+                        chunk = []
+                        if len(reading) == CHUNKS_IN_FLIGHT:
+                            done, future = reading.popleft()
+                            self._flush(done, future.result(), sessions_out, messages_out, counts)
+                if chunk:
+                    reading.append((chunk, pool.submit(read_histories, client, chunk)))
+                while reading:
+                    done, future = reading.popleft()
+                    self._flush(done, future.result(), sessions_out, messages_out, counts)
+            finally:
+                for _, future in reading:  # a failure: read nothing more
+                    future.cancel()
+
+    def _flush(
+        self,
+        chunk: list[dict[str, Any]],
+        histories: tuple[list[dict[str, Any]], list[Any]],
+        sessions_out: Any,
+        messages_out: Any,
+        counts: dict[str, int],
+    ) -> None:
+        messages, failed = histories
         if failed:
             first = failed[0].error
             assert first is not None
