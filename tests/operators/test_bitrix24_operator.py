@@ -206,3 +206,20 @@ def test_a_request_failing_for_good_pushes_what_the_portal_already_did(sandbox, 
     assert {outcome["errors"][k]["code"] for k in keys[100:]} == {"NOT_EXECUTED"}
     posted = [m["text"] for m in sandbox.chat_messages(SEED.group_chat_id)]
     assert sorted(t for t in posted if t.startswith("lead ")) == sorted(f"lead {i}" for i in range(50))
+
+
+def test_all_pages_in_keyset_mode_reads_every_row_without_paging_by_next(sandbox, webhook_conn):
+    sandbox.configure(generated_sessions=120, generated_messages=0)
+    sandbox.reset(keep_config=True)
+    params = {"filter": {"PROVIDER_ID": "IMOPENLINES_SESSION"}, "select": ["ID"]}
+    by_next, _ = run(method="crm.activity.list", api_params=params, all_pages=True)
+    paged = sandbox.stats()["requests"]
+    rows, _ = run(method="crm.activity.list", api_params=params, all_pages=True, keyset=True)
+    keyset_requests = sandbox.stats()["requests"] - paged
+    assert [int(r["ID"]) for r in rows] == sorted(int(r["ID"]) for r in by_next)
+    assert len(rows) >= 120
+    assert keyset_requests < paged  # pages travel several to a batch, and no page counts the list
+    limited, _ = run(method="crm.activity.list", api_params=params, all_pages=True, keyset=True, limit=7)
+    assert limited == rows[:7]
+    with pytest.raises(ValueError, match="keyset: only with all_pages"):
+        Bitrix24Operator(task_id="call", method="crm.activity.list", keyset=True)
