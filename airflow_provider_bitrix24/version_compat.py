@@ -41,3 +41,20 @@ def supervisor_comms() -> Any:
         return None
     comms = getattr(task_runner, "SUPERVISOR_COMMS", None)
     return comms if comms is not None and hasattr(comms, "asend") else None
+
+
+def variable_classes() -> list[Any]:
+    """
+    The Task SDK's ``Variable`` and, where it differs (Airflow 3), the metadata database's model: the SDK one works
+    inside a task, the model outside one (``airflow connections test``, scripts).
+    """
+    from airflow.providers.common.compat.sdk import Variable
+
+    classes: list[Any] = [Variable]
+    try:
+        from airflow.models.variable import Variable as VariableModel
+    except ImportError:  # pragma: no cover - every supported Airflow has it
+        return classes
+    if VariableModel is not Variable:
+        classes.append(VariableModel)
+    return classes

@@ -52,16 +52,9 @@ class VariableTokenStore:
 
     @staticmethod
     def _variable_classes() -> list[Any]:
-        from airflow.providers.common.compat.sdk import Variable
+        from airflow_provider_bitrix24.version_compat import variable_classes
 
-        classes: list[Any] = [Variable]
-        try:
-            from airflow.models.variable import Variable as VariableModel
-        except ImportError:  # pragma: no cover - every supported Airflow has it
-            return classes
-        if VariableModel is not Variable:
-            classes.append(VariableModel)
-        return classes
+        return variable_classes()
 
     def _parse(self, key: str, raw: Any) -> TokenPair | None:
         from airflow_provider_bitrix24.client.oauth import TokenPair

@@ -30,6 +30,7 @@ from airflow_provider_bitrix24.history import (
     unreadable_answer,
 )
 from airflow_provider_bitrix24.validation import positive_int
+from airflow_provider_bitrix24.version_compat import variable_classes
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -100,20 +101,6 @@ class _ResumedMatcher(HistoryMatcher):
 def _newest(matcher: HistoryMatcher) -> int:
     seen = matcher._seen
     return seen.newest() if isinstance(seen, _ReadUpTo) else max(seen, default=0)
-
-
-def _variables() -> list[Any]:
-    """The Task SDK's ``Variable`` and, where it differs, the metadata database's model (outside a task)."""
-    from airflow.providers.common.compat.sdk import Variable
-
-    classes: list[Any] = [Variable]
-    try:
-        from airflow.models.variable import Variable as VariableModel
-    except ImportError:  # pragma: no cover - every supported Airflow has it
-        return classes
-    if VariableModel is not Variable:
-        classes.append(VariableModel)
-    return classes
 
 
 def _rescheduled(exc: BaseException) -> bool:
@@ -344,7 +331,7 @@ class SessionHistorySensor(BaseSensorOperator):
         if key is None:
             return HistoryMatcher(history_filter)
         raw = None
-        for variable in _variables():
+        for variable in variable_classes():
             try:
                 raw = variable.get(key)
                 break
@@ -373,7 +360,7 @@ class SessionHistorySensor(BaseSensorOperator):
             "matched": [m["id"] for m in matcher.matches],
         }
         failure: Exception | None = None
-        for variable in _variables():
+        for variable in variable_classes():
             try:
                 variable.set(key, json.dumps(state), description=_STATE_DESCRIPTION)
                 return
@@ -387,7 +374,7 @@ class SessionHistorySensor(BaseSensorOperator):
         key = self._state_key(context)
         if key is None:
             return
-        for variable in _variables():
+        for variable in variable_classes():
             try:
                 variable.delete(key)
                 return
