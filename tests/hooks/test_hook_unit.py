@@ -108,7 +108,9 @@ def test_redis_conn_id_shares_the_limits_through_that_redis_connection(monkeypat
     from airflow_provider_bitrix24.client.limits_redis import RedisLimiter
 
     set_conn(
-        monkeypatch, "b24_redis_limits", {"conn_type": "redis", "host": "127.0.0.1", "port": 6399, "password": "redis-password-for-tests"}
+        monkeypatch,
+        "b24_redis_limits",
+        {"conn_type": "redis", "host": "127.0.0.1", "port": 6399, "password": "redis-password-for-tests"},
     )
     set_conn(
         monkeypatch,
@@ -157,7 +159,9 @@ def test_redis_conn_id_without_the_redis_extra_is_a_configuration_error_naming_t
 
     monkeypatch.setitem(sys.modules, missing, None)  # as if `pip install airflow-provider-bitrix24` without [redis]
     set_conn(
-        monkeypatch, "b24_redis_limits", {"conn_type": "redis", "host": "127.0.0.1", "port": 6399, "password": "redis-password-for-tests"}
+        monkeypatch,
+        "b24_redis_limits",
+        {"conn_type": "redis", "host": "127.0.0.1", "port": 6399, "password": "redis-password-for-tests"},
     )
     set_conn(
         monkeypatch,
