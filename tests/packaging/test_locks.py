@@ -88,10 +88,13 @@ def test_the_makefile_airflow_versions_have_their_locks():
             assert locks.pinned(lock.read_text()).get("apache-airflow") == version, lock.name
 
 
-def test_the_airflow_2_locks_keep_the_cryptography_that_airflow_2_can_use():
+def test_the_airflow_2_locks_keep_what_airflow_2_can_use():
     for name in (f"airflow-{_makefile('AIRFLOW2')}.txt", "lowest-direct.txt"):
-        version = Version(locks.pinned((ROOT / "locks" / name).read_text())["cryptography"])
+        pins = locks.pinned((ROOT / "locks" / name).read_text())
+        version = Version(pins["cryptography"])
         assert version < Version("51"), f"{name}: cryptography {version} breaks Airflow 2.11's Fernet wrapper"
+        version = Version(pins["universal-pathlib"])
+        assert version < Version("0.3"), f"{name}: universal-pathlib {version} breaks Airflow 2's ObjectStoragePath"
 
 
 def test_the_lowest_lock_holds_every_direct_dependency_at_its_declared_lower_bound():
