@@ -14,7 +14,6 @@ import os
 import shutil
 import sqlite3
 import tempfile
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import pytest
 from airflow_provider_bitrix24.sandbox import SandboxConfig, SandboxPortal
 from airflow_provider_bitrix24.sandbox.state import SEED
 from tests.helpers import ROOT
-from tests.support.airflow_processes import AirflowProcesses
+from tests.support.airflow_processes import AirflowProcesses, api_healthy, local_deployment_env
 from tests.support.waiting import free_port, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -60,39 +59,12 @@ def deployment() -> Iterator[tuple[Airflow, SandboxPortal]]:
         shutil.copy(source, home / "dags" / source.name)
     portal = SandboxPortal(SandboxConfig.preset("standard")).start()
     api_port = free_port()
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
-        "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__PORT": str(api_port),
-        "AIRFLOW__API_AUTH__JWT_SECRET": "e2e-jwt-secret-not-for-production-0000",
-        "AIRFLOW__API__SECRET_KEY": "e2e-secret-key-not-for-production",
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-        "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
-        "AIRFLOW_CONN_BITRIX24_DEFAULT": portal.airflow_conn_json("webhook"),
-        "NO_PROXY": "127.0.0.1,localhost,::1",
-    }
-    env.pop("BITRIX24_TEST_AIRFLOW_HOME", None)
+    env = local_deployment_env(home, api_port, portal.airflow_conn_json("webhook"))
     deployment = Airflow(home, env)
     deployment.cli("db", "migrate", timeout=300)
     deployment.start()
     try:
-
-        def healthy() -> bool:
-            deployment.alive()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/api/v2/monitor/health", timeout=5) as r:
-                    return r.status == 200
-            except OSError:
-                return False
-
-        wait_for("the api-server", healthy, 180)
+        wait_for("the api-server", lambda: api_healthy(deployment, api_port), 180)
         wait_for("the DAG to be parsed", lambda: deployment.query("select 1 from dag where dag_id = ?", DAG_ID), 180)
         yield deployment, portal
     finally:

@@ -76,3 +76,44 @@ class AirflowProcesses:
         texts = [p.read_text(errors="replace") for p in self.home.glob("*.log")]
         texts += [p.read_text(errors="replace") for p in (self.home / "logs").rglob("*") if p.is_file()]
         return "\n".join(texts)
+
+
+def local_deployment_env(home: Path, api_port: int, conn_json: str, **extra: str) -> dict[str, str]:
+    """
+    The environment of an Airflow 3 LocalExecutor deployment on loopback: ``home`` as AIRFLOW_HOME with its
+    ``dags`` folder, the api-server on ``api_port``, fast heartbeats, ``bitrix24_default`` from ``conn_json``;
+    ``extra`` adds or overrides variables.
+    """
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(api_port),
+        "AIRFLOW__API_AUTH__JWT_SECRET": "e2e-jwt-secret-not-for-production-0000",
+        "AIRFLOW__API__SECRET_KEY": "e2e-secret-key-not-for-production",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+        "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
+        "AIRFLOW_CONN_BITRIX24_DEFAULT": conn_json,
+        "NO_PROXY": "127.0.0.1,localhost,::1",
+        **extra,
+    }
+    env.pop("BITRIX24_TEST_AIRFLOW_HOME", None)
+    return env
+
+
+def api_healthy(deployment: AirflowProcesses, api_port: int) -> bool:
+    """Whether the deployment's api-server answers its health check (raises if a process of it died)."""
+    import urllib.request
+
+    deployment.alive()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/api/v2/monitor/health", timeout=5) as answer:
+            return bool(answer.status == 200)
+    except OSError:
+        return False
